@@ -276,7 +276,7 @@ pub struct PlainParser {
 
 /// Splits `ADDR` off the front of `s` where it is followed by `sep`; an IPv6 address has
 /// colons and brackets of its own, so every candidate split is tried.
-fn split_addr<'a>(s: &'a str, sep: char) -> Option<(&'a str, &'a str)> {
+fn split_addr(s: &str, sep: char) -> Option<(&str, &str)> {
     s.match_indices(sep).find_map(|(i, _)| {
         let addr = &s[..i];
         addr.parse::<SocketAddr>()

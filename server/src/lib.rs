@@ -1,1 +1,24 @@
-pub fn x() {}
+//! `chat-server`: the chat room of the classic Go tutorial, on tokio, safe for nc users and
+//! for programs.
+//!
+//! Shaped like tokio's mini-redis: [`run`] serves a bound listener until a cancellation
+//! token fires, so tests start a real server on `127.0.0.1:0` in-process, and `main.rs` only
+//! parses flags, binds and wires signals.
+//!
+//! Modules, one concept each:
+//! - [`config`]: every limit, with its default.
+//! - [`listener`]: the accept loop and the connection limits (overall and per IP).
+//! - [`session`]: one user's connection: framing, commands, idle timeout, flood limit.
+//! - [`hub`]: who is online, names, and broadcasting in one total order.
+//! - [`outbox`]: one connection's bounded outgoing queue and the task that writes it.
+//! - [`rate`]: the token bucket behind the flood limit.
+
+pub mod config;
+pub mod hub;
+pub mod listener;
+pub mod outbox;
+pub mod rate;
+pub mod session;
+
+pub use config::Config;
+pub use listener::run;

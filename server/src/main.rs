@@ -1,1 +1,115 @@
-fn main() {}
+//! `chat-server`: flags, logging and signals around [`chat_server::run`].
+
+use anyhow::Context;
+use chat_protocol::limits;
+use chat_server::Config;
+use clap::Parser;
+use std::io::IsTerminal;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A chat room for nc users and programs: the classic Go tutorial server, done right.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port and logs it).
+    #[arg(long, env = "CHAT_LISTEN", default_value = limits::DEFAULT_LISTEN)]
+    listen: String,
+    /// Disconnect users who send no complete line for this long (`30s`, `500ms`, `2m`; `0` never).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Longest line accepted from a client, in bytes (`0`: no limit).
+    #[arg(long, env = "CHAT_MAX_LINE_BYTES", default_value_t = limits::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
+    /// Outgoing queue per connection, in bytes; a client that falls further behind is dropped (`0`: no limit).
+    #[arg(long, env = "CHAT_SENDQ_BYTES", default_value_t = limits::DEFAULT_SENDQ_BYTES)]
+    sendq_bytes: usize,
+    /// Connections held at once (`0`: no limit).
+    #[arg(long, env = "CHAT_MAX_CLIENTS", default_value_t = limits::DEFAULT_MAX_CLIENTS)]
+    max_clients: usize,
+    /// Connections held at once from one IP address (`0`: no limit).
+    #[arg(long, env = "CHAT_MAX_PER_IP", default_value_t = limits::DEFAULT_MAX_PER_IP)]
+    max_per_ip: usize,
+    /// Lines per second one connection may send on average (`0`: no limit).
+    #[arg(long, env = "CHAT_RATE", default_value_t = limits::DEFAULT_RATE)]
+    rate: f64,
+    /// Lines one connection may send at once before `--rate` applies.
+    #[arg(long, env = "CHAT_BURST", default_value_t = limits::DEFAULT_BURST)]
+    burst: u32,
+    /// Worker threads (`0`: one per core).
+    #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Thousands of connections need thousands of descriptors; the soft limit is often 1024.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open file limit");
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        idle_timeout: args.idle_timeout,
+        max_line_bytes: args.max_line_bytes,
+        sendq_bytes: args.sendq_bytes,
+        max_clients: args.max_clients,
+        max_per_ip: args.max_per_ip,
+        rate: args.rate,
+        burst: args.burst,
+        ..Config::default()
+    };
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!("listening on {local}");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let server = tokio::spawn(chat_server::run(listener, config, shutdown.clone()));
+    shutdown.cancelled().await;
+    // Every session says goodbye and flushes within its grace; don't wait on stragglers.
+    match tokio::time::timeout(Duration::from_millis(1500), server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("some connections did not close in time"),
+    }
+    Ok(())
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,54 @@
+//! Every limit the server enforces, with its default. `main.rs` maps each to a flag.
+
+use chat_protocol::limits;
+use std::time::Duration;
+
+/// Server settings. For every limit, `0` means "no limit".
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Disconnect a user who sends no complete line for this long (`0`: never).
+    pub idle_timeout: Duration,
+    /// Longest accepted line in bytes, line ending excluded.
+    pub max_line_bytes: usize,
+    /// Bytes that may wait in one connection's outgoing queue; past that the connection is
+    /// a slow consumer and is dropped, so it can never hold up or bloat the server.
+    pub sendq_bytes: usize,
+    /// Connections held at once.
+    pub max_clients: usize,
+    /// Connections held at once from one IP address.
+    pub max_per_ip: usize,
+    /// Average lines per second one connection may send.
+    pub rate: f64,
+    /// Lines one connection may send in a burst before `rate` applies.
+    pub burst: u32,
+    /// How long a closing connection may take to flush what is queued for it, at shutdown
+    /// or when it is dropped, before it is cut off.
+    pub flush_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
+            max_line_bytes: limits::DEFAULT_MAX_LINE_BYTES,
+            sendq_bytes: limits::DEFAULT_SENDQ_BYTES,
+            max_clients: limits::DEFAULT_MAX_CLIENTS,
+            max_per_ip: limits::DEFAULT_MAX_PER_IP,
+            rate: limits::DEFAULT_RATE,
+            burst: limits::DEFAULT_BURST,
+            flush_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// No flood limit and no connection limits: for load tests and benchmarks.
+    pub fn unlimited() -> Self {
+        Config {
+            max_clients: 0,
+            max_per_ip: 0,
+            rate: 0.0,
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! One connection's outgoing queue, and the task that writes it to the socket.
+//!
+//! Anyone may queue (the hub broadcasting, the session replying) and no one ever waits:
+//! queuing is a non-blocking channel send. The queue is bounded in bytes; the push that would
+//! pass the bound fails, and the hub then drops the connection as a slow consumer, so one
+//! client that stops reading never holds up or bloats anyone else.
+//!
+//! An event is rendered at most once per mode however many connections it goes to
+//! ([`Rendered`] is shared through an `Arc`), and the writer sends everything queued in one
+//! vectored write.
+
+use chat_protocol::{ErrorCode, ServerEvent};
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a connection wants its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// The original's text, for nc users.
+    Plain = 0,
+    /// JSON lines, for programs that said hello.
+    Json = 1,
+}
+
+/// An event with its renderings, each made on first use and then shared by every recipient.
+#[derive(Debug)]
+pub struct Rendered {
+    event: ServerEvent,
+    /// `None` inside: the event has no plain form (nc users never see it).
+    plain: OnceLock<Option<Box<str>>>,
+    json: OnceLock<Box<str>>,
+}
+
+impl Rendered {
+    pub fn new(event: ServerEvent) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            event,
+            plain: OnceLock::new(),
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The bytes to send in `mode`, or `None` if the event has nothing to say in it.
+    pub fn bytes(&self, mode: Mode) -> Option<&[u8]> {
+        match mode {
+            Mode::Plain => self
+                .plain
+                .get_or_init(|| self.event.to_plain().map(String::into_boxed_str))
+                .as_deref()
+                .map(str::as_bytes),
+            Mode::Json => Some(
+                self.json
+                    .get_or_init(|| self.event.to_json().into_boxed_str())
+                    .as_bytes(),
+            ),
+        }
+    }
+}
+
+/// What the writer is given: an event and the mode it was queued in. The mode travels with
+/// the item so that lines queued before a switch to JSON still go out as the plain text they
+/// were counted as.
+type Item = (Arc<Rendered>, Mode);
+
+/// The queue passed its byte bound: the connection is a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+#[derive(Debug)]
+struct Shared {
+    /// Bytes queued and not yet written.
+    queued: AtomicUsize,
+    /// Bound on `queued`; `0`: unbounded.
+    limit: usize,
+    mode: AtomicU8,
+    /// Cancelled when the connection must end now, queue or not: it overflowed, or its
+    /// socket failed. The session and the writer both watch it.
+    kill: CancellationToken,
+}
+
+/// The sending side of a connection's queue. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Item>,
+    shared: Arc<Shared>,
+}
+
+/// The receiving side, consumed by [`Writer::run`].
+#[derive(Debug)]
+pub struct Writer {
+    rx: mpsc::UnboundedReceiver<Item>,
+    shared: Arc<Shared>,
+}
+
+/// Creates a connection's queue, bounded to `limit` bytes (`0`: unbounded).
+pub fn channel(limit: usize) -> (Outbox, Writer) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        limit,
+        mode: AtomicU8::new(Mode::Plain as u8),
+        kill: CancellationToken::new(),
+    });
+    (
+        Outbox {
+            tx,
+            shared: shared.clone(),
+        },
+        Writer { rx, shared },
+    )
+}
+
+impl Outbox {
+    /// Queues `item` without waiting. Fails if that would pass the byte bound; nothing is
+    /// queued then.
+    pub fn push(&self, item: &Arc<Rendered>) -> Result<(), Overflow> {
+        let mode = self.mode();
+        let Some(bytes) = item.bytes(mode) else {
+            return Ok(());
+        };
+        let len = bytes.len();
+        let before = self.shared.queued.fetch_add(len, Ordering::Relaxed);
+        if self.shared.limit != 0 && before + len > self.shared.limit {
+            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(Overflow);
+        }
+        // The writer is gone only when the connection is closing; the item is moot then.
+        let _ = self.tx.send((item.clone(), mode));
+        Ok(())
+    }
+
+    /// Renders and queues a reply meant for this connection only.
+    pub fn reply(&self, event: ServerEvent) -> Result<(), Overflow> {
+        self.push(&Rendered::new(event))
+    }
+
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.shared.mode.load(Ordering::Relaxed))
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Ends the connection now, dropping whatever is queued. Used for slow consumers.
+    pub fn kill(&self) {
+        self.shared.kill.cancel();
+    }
+
+    /// Resolves once the connection has been killed.
+    pub async fn killed(&self) {
+        self.shared.kill.cancelled().await
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.shared.kill.is_cancelled()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Most items gathered into one write.
+const MAX_BATCH: usize = 512;
+
+impl Writer {
+    /// Writes queued items until every [`Outbox`] is dropped and the queue is empty, or the
+    /// connection is killed, or `shutdown` fires and `flush_grace` has passed.
+    pub async fn run(
+        mut self,
+        mut socket: OwnedWriteHalf,
+        shutdown: CancellationToken,
+        flush_grace: Duration,
+    ) {
+        let kill = self.shared.kill.clone();
+        // Whether the last byte written ended a line, so a farewell starts on a line of its own.
+        let mut mid_line = false;
+        let drained = tokio::select! {
+            result = self.drain(&mut socket, &mut mid_line) => result.is_ok(),
+            _ = kill.cancelled() => false,
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(flush_grace).await } => false,
+        };
+        if !drained && kill.is_cancelled() {
+            self.rx.close();
+            let farewell = ServerEvent::error(
+                ErrorCode::SendqExceeded,
+                "you fell too far behind reading; disconnecting",
+            );
+            let mut text = if mid_line { "\n" } else { "" }.to_string();
+            let mode = Mode::from_u8(self.shared.mode.load(Ordering::Relaxed));
+            text.push_str(
+                std::str::from_utf8(Rendered::new(farewell).bytes(mode).unwrap_or_default())
+                    .unwrap_or_default(),
+            );
+            // Best effort: a client that does not read may never take it.
+            let _ = tokio::time::timeout(flush_grace, socket.write_all(text.as_bytes())).await;
+        }
+        // Tell a still-running session the socket is finished (it may be a write error).
+        kill.cancel();
+        let _ = tokio::time::timeout(flush_grace, socket.shutdown()).await;
+    }
+
+    async fn drain(
+        &mut self,
+        socket: &mut OwnedWriteHalf,
+        mid_line: &mut bool,
+    ) -> std::io::Result<()> {
+        let mut batch: Vec<Item> = Vec::new();
+        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let mut slices: Vec<IoSlice<'_>> = batch
+                .iter()
+                .filter_map(|(item, mode)| item.bytes(*mode))
+                .map(IoSlice::new)
+                .collect();
+            let total: usize = slices.iter().map(|s| s.len()).sum();
+            let mut remaining = &mut slices[..];
+            while !remaining.is_empty() {
+                let written = socket.write_vectored(remaining).await?;
+                if written == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                *mid_line = true;
+                IoSlice::advance_slices(&mut remaining, written);
+            }
+            *mid_line = false;
+            self.shared.queued.fetch_sub(total, Ordering::Relaxed);
+            drop(slices);
+            batch.clear();
+            if batch.capacity() > 64 {
+                // Keep an idle connection small after a burst.
+                batch.shrink_to(0);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Mode {
+    fn from_u8(value: u8) -> Mode {
+        if value == Mode::Json as u8 {
+            Mode::Json
+        } else {
+            Mode::Plain
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! One user's connection, from login to leave.
+//!
+//! The session reads and frames the socket, turns lines into commands for the hub, and
+//! enforces the per-connection rules: the idle timeout (only complete lines count as
+//! activity, so a client trickling bytes still times out), the line length limit and the
+//! flood limit. It never writes to the socket itself: replies go through the same
+//! [`Outbox`](crate::outbox::Outbox) as broadcasts, so a reply never interleaves with one.
+
+use crate::config::Config;
+use crate::hub::{Hub, MemberId};
+use crate::outbox::{self, Mode};
+use crate::rate::TokenBucket;
+use chat_protocol::command::decode_line;
+use chat_protocol::{
+    ClientCommand, ErrorCode, Frame, LeaveReason, LineFramer, NoticeCode, ServerEvent,
+};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Bytes read from the socket at a time. The buffer lives on the stack only while reading,
+/// so an idle connection does not carry it.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How a session ended, and so what the others hear.
+enum End {
+    /// The client closed the connection, or it broke.
+    Quit,
+    Timeout,
+    ExcessFlood,
+    /// The hub already removed this member (slow consumer) or the socket failed.
+    Killed,
+    Shutdown,
+}
+
+struct Session<'a> {
+    hub: &'a Hub,
+    config: &'a Config,
+    id: MemberId,
+    framer: LineFramer,
+    bucket: TokenBucket,
+    /// Lines dropped since the last accepted one; past `burst` the client is disconnected.
+    flood_dropped: u32,
+    /// No line has arrived yet: only the first line may switch to JSON mode.
+    first_line: bool,
+    mode: Mode,
+    /// When the idle timeout fires unless a complete line arrives.
+    deadline: Option<Instant>,
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (outbox, queue) = outbox::channel(config.sendq_bytes);
+    tracker.spawn(queue.run(writer, shutdown.clone(), config.flush_grace));
+
+    let id = hub.join(&peer.to_string(), outbox.clone());
+    let mut session = Session {
+        hub: &hub,
+        config: &config,
+        id,
+        framer: LineFramer::new(config.max_line_bytes),
+        bucket: TokenBucket::new(config.rate, config.burst),
+        flood_dropped: 0,
+        first_line: true,
+        mode: Mode::Plain,
+        deadline: None,
+    };
+    session.touch();
+
+    let end = loop {
+        let idle = async {
+            match session.deadline {
+                Some(deadline) => sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break End::Shutdown,
+            _ = outbox.killed() => break End::Killed,
+            _ = idle => break End::Timeout,
+            readable = reader.readable() => {
+                if readable.is_err() {
+                    break End::Quit;
+                }
+                match session.read_some(&mut reader) {
+                    Ok(None) => {}
+                    Ok(Some(end)) => break end,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break End::Quit,
+                }
+            }
+        }
+    };
+
+    match end {
+        End::Quit | End::Killed => {
+            hub.leave(id, LeaveReason::Quit);
+        }
+        End::Timeout => {
+            let after = humantime::format_duration(config.idle_timeout);
+            hub.reply(
+                id,
+                ServerEvent::notice(
+                    NoticeCode::IdleTimeout,
+                    format!("no complete line for {after}: disconnected for idling"),
+                ),
+            );
+            hub.leave(id, LeaveReason::Timeout);
+        }
+        End::ExcessFlood => {
+            hub.reply(
+                id,
+                ServerEvent::error(
+                    ErrorCode::ExcessFlood,
+                    "excess flood: you kept sending too fast; disconnecting",
+                ),
+            );
+            hub.leave(id, LeaveReason::ExcessFlood);
+        }
+        End::Shutdown => {
+            hub.reply(
+                id,
+                ServerEvent::notice(NoticeCode::Shutdown, "server shutting down; goodbye"),
+            );
+            hub.forget(id);
+        }
+    }
+    tracing::debug!(%peer, "session ended");
+    // Dropping the last Outbox lets the writer flush what is queued and close the socket.
+}
+
+impl Session<'_> {
+    fn touch(&mut self) {
+        self.deadline =
+            (!self.config.idle_timeout.is_zero()).then(|| Instant::now() + self.config.idle_timeout);
+    }
+
+    /// Reads what the socket has and handles every complete line in it. `Ok(Some(_))` ends
+    /// the session.
+    fn read_some(&mut self, reader: &mut OwnedReadHalf) -> io::Result<Option<End>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = reader.try_read(&mut chunk)?;
+        if n == 0 {
+            return Ok(Some(End::Quit));
+        }
+        // The framer is taken out for the call so that handling a line may borrow `self`.
+        let mut framer = std::mem::take(&mut self.framer);
+        let mut end = None;
+        framer.push(&chunk[..n], |frame| {
+            if end.is_some() {
+                return;
+            }
+            end = match frame {
+                Frame::Line(line) => self.on_line(line),
+                Frame::TooLong => {
+                    self.error(
+                        ErrorCode::LineTooLong,
+                        format!(
+                            "line longer than {} bytes; discarded",
+                            self.config.max_line_bytes
+                        ),
+                    );
+                    None
+                }
+            };
+        });
+        framer.shrink();
+        self.framer = framer;
+        Ok(end)
+    }
+
+    fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.hub.reply(self.id, ServerEvent::error(code, message));
+    }
+
+    fn on_line(&mut self, raw: &[u8]) -> Option<End> {
+        self.touch();
+        if !self.bucket.try_take() {
+            self.flood_dropped += 1;
+            if self.flood_dropped == 1 {
+                self.error(
+                    ErrorCode::Flood,
+                    format!(
+                        "you are sending too fast (at most {} lines per second, {} at once); line dropped",
+                        self.config.rate, self.config.burst
+                    ),
+                );
+            }
+            return (self.flood_dropped > self.config.burst.max(1)).then_some(End::ExcessFlood);
+        }
+        self.flood_dropped = 0;
+
+        let (line, replaced) = decode_line(raw);
+        if replaced {
+            self.error(
+                ErrorCode::InvalidUtf8,
+                "your line was not valid UTF-8; invalid bytes were replaced with U+FFFD",
+            );
+        }
+        let first_line = std::mem::replace(&mut self.first_line, false);
+        let command = match self.mode {
+            Mode::Plain if first_line && ClientCommand::is_hello(&line) => {
+                self.mode = Mode::Json;
+                self.hub.welcome(self.id);
+                return None;
+            }
+            Mode::Plain => ClientCommand::parse_plain(&line),
+            Mode::Json => match ClientCommand::parse_json(&line) {
+                Ok(command) => command,
+                Err(e) => {
+                    self.error(ErrorCode::BadRequest, e.to_string());
+                    return None;
+                }
+            },
+        };
+        match command {
+            ClientCommand::Chat { text } => self.hub.chat(self.id, text),
+            ClientCommand::Who => self.hub.who(self.id),
+            ClientCommand::Rename { name } => self.hub.rename(self.id, &name),
+            ClientCommand::Hello { .. } => self.error(
+                ErrorCode::BadRequest,
+                "hello is only accepted as a connection's first line",
+            ),
+        }
+        None
+    }
+}
