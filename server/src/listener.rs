@@ -118,8 +118,12 @@ pub async fn run(
         match limits.admit(peer.ip()) {
             Ok(slot) => {
                 tracing::debug!(%peer, "connected");
-                let (hub, config, shutdown, inner) =
-                    (hub.clone(), config.clone(), shutdown.clone(), tracker.clone());
+                let (hub, config, shutdown, inner) = (
+                    hub.clone(),
+                    config.clone(),
+                    shutdown.clone(),
+                    tracker.clone(),
+                );
                 tracker.spawn(async move {
                     session::serve(stream, peer, hub, config, shutdown, inner).await;
                     drop(slot);

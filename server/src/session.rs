@@ -145,8 +145,8 @@ pub async fn serve(
 
 impl Session<'_> {
     fn touch(&mut self) {
-        self.deadline =
-            (!self.config.idle_timeout.is_zero()).then(|| Instant::now() + self.config.idle_timeout);
+        self.deadline = (!self.config.idle_timeout.is_zero())
+            .then(|| Instant::now() + self.config.idle_timeout);
     }
 
     /// Reads what the socket has and handles every complete line in it. `Ok(Some(_))` ends

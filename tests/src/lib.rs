@@ -144,7 +144,12 @@ impl Client {
         if n == 0 {
             return None;
         }
-        assert_eq!(buf.pop(), Some(b'\n'), "{}: line without newline at EOF", self.addr);
+        assert_eq!(
+            buf.pop(),
+            Some(b'\n'),
+            "{}: line without newline at EOF",
+            self.addr
+        );
         Some(String::from_utf8_lossy(&buf).into_owned())
     }
 
