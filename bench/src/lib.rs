@@ -1,0 +1,21 @@
+//! `chat-bench`: a load generator for chat-server, the original Go server and redis pub/sub.
+//!
+//! Every benchmark message carries its sender, sequence number and send time, so each
+//! receiver counts lost, duplicated and reordered deliveries and the latency of each one.
+//! With the server's pid it also reads the server's CPU time and RSS from /proc.
+//!
+//! - [`wire`]: the payload line, per-target encoding, finding it in what comes back.
+//! - [`conn`]: connecting a client and waiting until the target has joined it.
+//! - [`scenario`]: fanout, latency, connections, slow-consumer and churn.
+//! - [`stats`]: per-receiver counting and the report.
+//! - [`procfs`]: CPU time and RSS of a process, and our own fd limit.
+
+pub mod conn;
+pub mod procfs;
+pub mod scenario;
+pub mod stats;
+pub mod wire;
+
+pub use scenario::{Broadcast, Env, Pacing};
+pub use stats::Report;
+pub use wire::Target;

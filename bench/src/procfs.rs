@@ -1,0 +1,103 @@
+//! A process's CPU time and memory from /proc, and our own file descriptor limit.
+
+use std::time::Duration;
+
+/// CPU time (user + system, all threads, live and exited) and resident memory of a process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub rss_kib: u64,
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// utime + stime from the text of /proc/PID/stat.
+pub fn parse_stat_cpu(stat: &str, ticks_per_second: u64) -> Option<Duration> {
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After ')' come field 3 (state) onward; utime is field 14 and stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = utime + stime;
+    Some(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / ticks_per_second,
+    ))
+}
+
+/// VmRSS in KiB from the text of /proc/PID/status.
+pub fn parse_status_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Reads the usage of `pid` ("self" works too via [`usage_of_self`]).
+pub fn usage(pid: u32) -> Option<Usage> {
+    usage_at(&format!("/proc/{pid}"))
+}
+
+pub fn usage_of_self() -> Option<Usage> {
+    usage_at("/proc/self")
+}
+
+fn usage_at(dir: &str) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    Some(Usage {
+        cpu: parse_stat_cpu(&stat, clock_ticks_per_second())?,
+        rss_kib: parse_status_rss_kib(&status)?,
+    })
+}
+
+/// Raises our soft limit on open files to the hard limit: a thousand clients need a
+/// thousand sockets (two for redis senders).
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let mut raised = limit;
+            raised.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_skips_odd_command_names() {
+        let stat = "1234 (tokio) runtime) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 200 300";
+        assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn status_rss() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_rss_kib(status), Some(4321));
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        let usage = usage_of_self().expect("/proc/self is readable");
+        assert!(usage.rss_kib > 0);
+    }
+}

@@ -1,0 +1,308 @@
+//! What each receiver counts, and the report a run produces.
+//!
+//! A receiver keeps one bit per (sender, sequence number) it expects, so a duplicate is a
+//! bit already set, a reordered delivery is one below the highest sequence number seen from
+//! that sender, and a loss is a bit still clear when the run ends.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::wire::Payload;
+
+/// Latencies up to a minute, 3 significant digits, in nanoseconds.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Debug, Default)]
+struct FromSender {
+    seen: Vec<u64>,
+    distinct: u64,
+    highest: Option<u64>,
+}
+
+/// One receiver's view of the run.
+#[derive(Debug)]
+pub struct Tracker {
+    per_sender: u64,
+    senders: Vec<FromSender>,
+    pub distinct: u64,
+    pub deliveries: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Payloads naming a sender or sequence number that was never sent (corrupted lines).
+    pub invalid: u64,
+    pub latency: Histogram<u64>,
+    pub last_delivery_ns: u64,
+}
+
+impl Tracker {
+    pub fn new(senders: u32, per_sender: u64) -> Self {
+        let words = per_sender.div_ceil(64) as usize;
+        Tracker {
+            per_sender,
+            senders: (0..senders)
+                .map(|_| FromSender {
+                    seen: vec![0; words],
+                    ..FromSender::default()
+                })
+                .collect(),
+            distinct: 0,
+            deliveries: 0,
+            duplicated: 0,
+            reordered: 0,
+            invalid: 0,
+            latency: new_histogram(),
+            last_delivery_ns: 0,
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.per_sender * self.senders.len() as u64
+    }
+
+    pub fn complete(&self) -> bool {
+        self.distinct == self.expected()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected() - self.distinct
+    }
+
+    /// Counts one delivery seen at `now_ns`.
+    pub fn record(&mut self, payload: Payload, now_ns: u64) {
+        let Some(from) = self.senders.get_mut(payload.sender as usize) else {
+            self.invalid += 1;
+            return;
+        };
+        if payload.seq >= self.per_sender {
+            self.invalid += 1;
+            return;
+        }
+        self.deliveries += 1;
+        self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
+        let (word, bit) = ((payload.seq / 64) as usize, payload.seq % 64);
+        if from.seen[word] & (1 << bit) != 0 {
+            self.duplicated += 1;
+            return;
+        }
+        from.seen[word] |= 1 << bit;
+        from.distinct += 1;
+        self.distinct += 1;
+        match from.highest {
+            Some(highest) if payload.seq < highest => self.reordered += 1,
+            _ => from.highest = Some(payload.seq),
+        }
+        let _ = self
+            .latency
+            .record(now_ns.saturating_sub(payload.nanos).max(1));
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+impl LatencySummary {
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return LatencySummary::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        LatencySummary {
+            count: histogram.len(),
+            p50_us: us(histogram.value_at_quantile(0.50)),
+            p99_us: us(histogram.value_at_quantile(0.99)),
+            p999_us: us(histogram.value_at_quantile(0.999)),
+            max_us: us(histogram.max()),
+            mean_us: histogram.mean() / 1000.0,
+        }
+    }
+}
+
+/// The server's CPU and memory over the measured window (given `--server-pid`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerUsage {
+    pub pid: u32,
+    pub cpu_s: f64,
+    /// Server CPU time divided by deliveries (or by cycles, for churn).
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Before the clients connected.
+    pub rss_baseline_kib: u64,
+    /// When the measured window started (clients connected and settled).
+    pub rss_start_kib: u64,
+    pub rss_end_kib: u64,
+    /// Highest RSS sampled during the measured window.
+    pub rss_peak_kib: u64,
+    pub alive_at_end: bool,
+}
+
+/// Everything one run measured. Fields that do not apply to a scenario stay `null`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub params: serde_json::Value,
+    /// False if the run hit its timeout or an error before every receiver had everything.
+    pub completed: bool,
+    pub error: Option<String>,
+    pub expected_deliveries: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub invalid: u64,
+    pub elapsed_s: f64,
+    pub deliveries_per_s: f64,
+    pub latency: LatencySummary,
+    pub server: Option<ServerUsage>,
+    pub bench_cpu_s: f64,
+    /// connections: (RSS after all joined − RSS before) / connections.
+    pub rss_per_connection_kib: Option<f64>,
+    /// slow-consumer: share of the expected deliveries the healthy clients got.
+    pub healthy_delivered_fraction: Option<f64>,
+    /// slow-consumer: whether the server closed the reader that never reads.
+    pub slow_client_disconnected: Option<bool>,
+    /// churn: completed connect–join–close cycles.
+    pub cycles: Option<u64>,
+    pub cycles_per_s: Option<f64>,
+    pub cycle_errors: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Adds one receiver's counts.
+    pub fn absorb(&mut self, tracker: &Tracker, latency: &mut Histogram<u64>) {
+        self.expected_deliveries += tracker.expected();
+        self.deliveries += tracker.deliveries;
+        self.lost += tracker.lost();
+        self.duplicated += tracker.duplicated;
+        self.reordered += tracker.reordered;
+        self.invalid += tracker.invalid;
+        let _ = latency.add(&tracker.latency);
+    }
+
+    /// A few lines for people.
+    pub fn human(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} against {} {}: {}",
+            self.scenario,
+            self.target,
+            self.params,
+            if self.completed {
+                "completed"
+            } else {
+                "INCOMPLETE"
+            }
+        );
+        if let Some(error) = &self.error {
+            let _ = writeln!(out, "  error: {error}");
+        }
+        if self.expected_deliveries > 0 {
+            let _ = writeln!(
+                out,
+                "  deliveries {} of {} in {:.3} s = {:.0}/s; lost {} duplicated {} reordered {} invalid {}",
+                self.deliveries,
+                self.expected_deliveries,
+                self.elapsed_s,
+                self.deliveries_per_s,
+                self.lost,
+                self.duplicated,
+                self.reordered,
+                self.invalid
+            );
+        }
+        if self.latency.count > 0 {
+            let l = &self.latency;
+            let _ = writeln!(
+                out,
+                "  latency µs: p50 {:.0} p99 {:.0} p999 {:.0} max {:.0} (mean {:.0}, n={})",
+                l.p50_us, l.p99_us, l.p999_us, l.max_us, l.mean_us, l.count
+            );
+        }
+        if let Some(s) = &self.server {
+            let _ = writeln!(
+                out,
+                "  server pid {}: cpu {:.3} s{}; RSS KiB baseline {} start {} peak {} end {}{}",
+                s.pid,
+                s.cpu_s,
+                s.cpu_us_per_delivery
+                    .map(|us| format!(" = {us:.3} µs per delivery"))
+                    .unwrap_or_default(),
+                s.rss_baseline_kib,
+                s.rss_start_kib,
+                s.rss_peak_kib,
+                s.rss_end_kib,
+                if s.alive_at_end { "" } else { " (DIED)" }
+            );
+        }
+        if let Some(per) = self.rss_per_connection_kib {
+            let _ = writeln!(out, "  RSS per connection: {per:.2} KiB");
+        }
+        if let Some(fraction) = self.healthy_delivered_fraction {
+            let _ = writeln!(
+                out,
+                "  healthy clients got {:.1} %; slow client disconnected by server: {}",
+                fraction * 100.0,
+                match self.slow_client_disconnected {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "unknown",
+                }
+            );
+        }
+        if let (Some(cycles), Some(rate)) = (self.cycles, self.cycles_per_s) {
+            let _ = writeln!(
+                out,
+                "  churn: {cycles} cycles = {rate:.0}/s, {} errors",
+                self.cycle_errors.unwrap_or(0)
+            );
+        }
+        let _ = writeln!(out, "  bench cpu {:.3} s", self.bench_cpu_s);
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(sender: u32, seq: u64) -> Payload {
+        Payload {
+            sender,
+            seq,
+            nanos: 0,
+        }
+    }
+
+    #[test]
+    fn counts_losses_duplicates_and_reordering() {
+        let mut tracker = Tracker::new(2, 3);
+        for (sender, seq) in [(0, 0), (0, 2), (0, 1), (0, 2), (1, 0), (1, 7), (5, 0)] {
+            tracker.record(payload(sender, seq), 10);
+        }
+        assert_eq!(tracker.expected(), 6);
+        assert_eq!(tracker.distinct, 4);
+        assert_eq!(tracker.duplicated, 1);
+        assert_eq!(tracker.reordered, 1);
+        assert_eq!(tracker.invalid, 2);
+        assert_eq!(tracker.lost(), 2);
+        assert!(!tracker.complete());
+        tracker.record(payload(1, 1), 10);
+        tracker.record(payload(1, 2), 10);
+        assert!(tracker.complete());
+    }
+}
