@@ -1,1 +1,211 @@
-fn main() {}
+//! `chat-tui`: wires the app, the view and the connection to a real terminal.
+//!
+//! All behaviour lives in `chat_tui::app`; this file turns terminal events, server events
+//! and clock ticks into messages, carries out the effects, and draws when something changed,
+//! after draining every pending event so a flood of lines never makes typing lag.
+//! The terminal is restored on every way out: normal exit, error, panic, SIGTERM and SIGHUP.
+
+use anyhow::Context as _;
+use chat_tui::app::{App, Effect, Msg, Settings};
+use chat_tui::net::{self, NetConfig, NetEvent};
+use chat_tui::ui;
+use clap::Parser;
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
+    EventStream, MouseEventKind,
+};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures_util::{FutureExt as _, StreamExt as _};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use std::io::{Stdout, Write as _, stdout};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+
+/// How often the app hears the clock (pacing, user-list refresh). Ticks that change nothing
+/// visible cause no redraw.
+const TICK: Duration = Duration::from_millis(250);
+/// Most events applied between two draws, so the screen keeps up during a flood.
+const MAX_BATCH: usize = 20_000;
+
+/// A terminal chat client for chat-server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    server: String,
+    /// Name to take after connecting (and again after every reconnect).
+    #[arg(long, value_parser = parse_name)]
+    name: Option<String>,
+    /// Talk to the original (plain text only) server.
+    #[arg(long)]
+    plain: bool,
+    /// Do not ring the terminal bell when a line mentions your name.
+    #[arg(long)]
+    no_bell: bool,
+    /// Lines kept in the message pane; older ones are dropped.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    scrollback: u32,
+}
+
+fn parse_name(name: &str) -> Result<String, String> {
+    chat_protocol::validate_name(name)
+        .map(|()| name.to_string())
+        .map_err(|e| e.to_string())
+}
+
+type Tui = Terminal<CrosstermBackend<Stdout>>;
+
+/// Puts the terminal back however the program ends.
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn restore_terminal() {
+    let _ = execute!(
+        stdout(),
+        DisableMouseCapture,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+    let _ = disable_raw_mode();
+}
+
+fn setup_terminal() -> anyhow::Result<(Tui, TerminalGuard)> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Restore first, or the panic message lands on the alternate screen and vanishes.
+        restore_terminal();
+        previous(info);
+    }));
+    enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+    let guard = TerminalGuard;
+    execute!(
+        stdout(),
+        EnterAlternateScreen,
+        EnableBracketedPaste,
+        EnableMouseCapture
+    )?;
+    let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
+    Ok((terminal, guard))
+}
+
+fn terminal_msg(event: Event) -> Option<Msg> {
+    match event {
+        Event::Key(key) => Some(Msg::Key(key)),
+        Event::Paste(text) => Some(Msg::Paste(text)),
+        Event::Mouse(mouse) => match mouse.kind {
+            MouseEventKind::ScrollUp => Some(Msg::WheelUp),
+            MouseEventKind::ScrollDown => Some(Msg::WheelDown),
+            _ => None,
+        },
+        Event::Resize(width, height) => Some(Msg::Resize { width, height }),
+        _ => None,
+    }
+}
+
+fn tick_msg() -> Msg {
+    Msg::Tick {
+        now: Instant::now(),
+        time: chrono::Local::now().time(),
+    }
+}
+
+async fn run(
+    terminal: &mut Tui,
+    mut app: App,
+    commands: UnboundedSender<chat_protocol::ClientCommand>,
+    mut net_events: UnboundedReceiver<NetEvent>,
+) -> anyhow::Result<()> {
+    let mut terminal_events = EventStream::new();
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let size = terminal.size()?;
+    app.update(Msg::Resize {
+        width: size.width,
+        height: size.height,
+    });
+    loop {
+        if app.dirty {
+            terminal.draw(|frame| ui::draw(frame, &app))?;
+            app.dirty = false;
+        }
+        let first = tokio::select! {
+            event = terminal_events.next() => match event {
+                Some(event) => terminal_msg(event.context("reading the terminal")?),
+                None => return Ok(()),
+            },
+            event = net_events.recv() => match event {
+                Some(event) => Some(Msg::Net(event)),
+                None => anyhow::bail!("the connection task stopped"),
+            },
+            _ = ticks.tick() => Some(tick_msg()),
+            _ = sigterm.recv() => return Ok(()),
+            _ = sighup.recv() => return Ok(()),
+        };
+        let mut batch: Vec<Msg> = first.into_iter().collect();
+        // Keys first, then everything the server sent meanwhile, then one draw for all.
+        while let Some(Some(event)) = terminal_events.next().now_or_never() {
+            batch.extend(terminal_msg(event.context("reading the terminal")?));
+        }
+        while batch.len() < MAX_BATCH
+            && let Ok(event) = net_events.try_recv()
+        {
+            batch.push(Msg::Net(event));
+        }
+        let mut bell = false;
+        for msg in batch {
+            for effect in app.update(msg) {
+                match effect {
+                    Effect::Send(command) => {
+                        // The task only goes away with the program.
+                        let _ = commands.send(command);
+                    }
+                    Effect::Bell => bell = true,
+                    Effect::Quit => return Ok(()),
+                }
+            }
+        }
+        if bell {
+            // Once per batch: a burst of mentions is one ring, not a hundred.
+            let backend = terminal.backend_mut();
+            backend.write_all(b"\x07")?;
+            backend.flush()?;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings {
+        server: args.server.clone(),
+        name: args.name,
+        scrollback: args.scrollback as usize,
+        bell: !args.no_bell,
+    };
+    let (command_tx, command_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let connection = tokio::spawn(net::run(
+        NetConfig::new(args.server, args.plain),
+        command_rx,
+        event_tx,
+    ));
+    let (mut terminal, guard) = setup_terminal()?;
+    let result = run(&mut terminal, App::new(settings), command_tx, event_rx).await;
+    drop(guard);
+    connection.abort();
+    result
+}

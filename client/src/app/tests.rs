@@ -1,0 +1,743 @@
+//! `update` without a terminal: every key, every server event, pacing and reconnects.
+
+use super::*;
+use crossterm::event::KeyEventState;
+
+const ME: &str = "127.0.0.1:5000";
+const BOB: &str = "127.0.0.1:6000";
+
+fn at(h: u32, m: u32) -> NaiveTime {
+    NaiveTime::from_hms_opt(h, m, 0).unwrap()
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ctrl(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+}
+
+fn ctrl_key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::CONTROL))
+}
+
+fn server(event: ServerEvent) -> Msg {
+    Msg::Net(NetEvent::Server(event, at(12, 34)))
+}
+
+fn chat(addr: &str, name: &str, text: &str) -> Msg {
+    server(ServerEvent::Chat {
+        addr: addr.into(),
+        name: name.into(),
+        text: text.into(),
+    })
+}
+
+fn user(addr: &str, name: &str) -> UserInfo {
+    UserInfo {
+        addr: addr.into(),
+        name: name.into(),
+    }
+}
+
+fn sent(effects: &[Effect]) -> Vec<ClientCommand> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn said(text: &str) -> ClientCommand {
+    ClientCommand::Chat { text: text.into() }
+}
+
+fn rename(name: &str) -> ClientCommand {
+    ClientCommand::Rename { name: name.into() }
+}
+
+/// A test clock: ticks at chosen offsets from a fixed start.
+struct Clock(Instant);
+
+impl Clock {
+    fn tick(&self, app: &mut App, millis: u64) -> Vec<Effect> {
+        app.update(Msg::Tick {
+            now: self.0 + Duration::from_millis(millis),
+            time: at(12, 34),
+        })
+    }
+}
+
+fn type_text(app: &mut App, text: &str) -> Vec<Effect> {
+    text.chars()
+        .flat_map(|c| app.update(key(KeyCode::Char(c))))
+        .collect()
+}
+
+fn welcome(name: &str) -> Msg {
+    server(ServerEvent::Welcome {
+        version: 1,
+        addr: ME.into(),
+        name: name.into(),
+    })
+}
+
+fn connected_with(settings: Settings) -> (App, Vec<Effect>) {
+    let mut app = App::new(settings);
+    let mut effects = app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    effects.extend(app.update(welcome(ME)));
+    (app, effects)
+}
+
+fn connected() -> App {
+    connected_with(Settings::default()).0
+}
+
+fn texts(app: &App) -> Vec<String> {
+    app.scrollback.iter().map(|e| e.text.clone()).collect()
+}
+
+#[test]
+fn typing_and_enter_sends_a_chat_line() {
+    let mut app = connected();
+    assert!(type_text(&mut app, "hello 世界").is_empty());
+    assert_eq!(app.input.text(), "hello 世界");
+    let effects = app.update(key(KeyCode::Enter));
+    assert_eq!(sent(&effects), vec![said("hello 世界")]);
+    assert_eq!(app.input.text(), "");
+    assert_eq!(app.history, vec!["hello 世界".to_string()]);
+    assert!(
+        sent(&app.update(key(KeyCode::Enter))).is_empty(),
+        "empty line"
+    );
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut app = connected();
+    let release = KeyEvent {
+        code: KeyCode::Char('x'),
+        modifiers: KeyModifiers::NONE,
+        kind: KeyEventKind::Release,
+        state: KeyEventState::NONE,
+    };
+    app.update(Msg::Key(release));
+    assert_eq!(app.input.text(), "");
+}
+
+#[test]
+fn editing_keys() {
+    let mut app = connected();
+    type_text(&mut app, "one two three");
+    app.update(ctrl('w'));
+    assert_eq!(app.input.text(), "one two ");
+    app.update(key(KeyCode::Left));
+    app.update(key(KeyCode::Backspace));
+    assert_eq!(app.input.text(), "one tw ");
+    app.update(key(KeyCode::Home));
+    app.update(key(KeyCode::Delete));
+    assert_eq!(app.input.text(), "ne tw ");
+    app.update(key(KeyCode::Right));
+    app.update(ctrl('u'));
+    assert_eq!(app.input.text(), "e tw ");
+    app.update(key(KeyCode::End));
+    type_text(&mut app, "é");
+    app.update(ctrl('a'));
+    type_text(&mut app, ">");
+    app.update(ctrl('e'));
+    type_text(&mut app, "<");
+    assert_eq!(app.input.text(), ">e tw é<");
+}
+
+#[test]
+fn history_with_up_and_down_keeps_the_draft() {
+    let mut app = connected();
+    for line in ["first", "second"] {
+        type_text(&mut app, line);
+        app.update(key(KeyCode::Enter));
+    }
+    type_text(&mut app, "draft");
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.input.text(), "second");
+    app.update(key(KeyCode::Up));
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.input.text(), "first");
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.input.text(), "second");
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.input.text(), "draft");
+}
+
+#[test]
+fn tab_completes_online_names_and_cycles() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![
+            user(ME, "alex"),
+            user(BOB, "Alice"),
+            user("1.1.1.1:1", "albert"),
+            user("1.1.1.1:2", "bob"),
+        ],
+    }));
+    app.update(welcome("alex"));
+    type_text(&mut app, "al");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "albert: ", "own name is not offered");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "Alice: ");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "albert: ");
+    type_text(&mut app, "hi B");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "albert: hi bob ");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "albert: hi bob ", "one match: stays");
+    type_text(&mut app, "zz");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "albert: hi bob zz", "no match: nothing");
+}
+
+#[test]
+fn single_line_paste_goes_into_the_input() {
+    let mut app = connected();
+    type_text(&mut app, "say ");
+    let effects = app.update(Msg::Paste("pasted\ttext".into()));
+    assert!(sent(&effects).is_empty());
+    assert_eq!(app.input.text(), "say pasted text");
+}
+
+#[test]
+fn short_multi_line_paste_sends_each_line() {
+    let mut app = connected();
+    let effects = app.update(Msg::Paste("one\r\ntwo\n\nthree\n".into()));
+    assert_eq!(
+        sent(&effects),
+        vec![said("one"), said("two"), said("three")]
+    );
+    assert!(app.paste_confirm.is_none());
+}
+
+#[test]
+fn long_paste_asks_first() {
+    let text: String = (1..=8).map(|i| format!("line {i}\n")).collect();
+    let mut app = connected();
+    assert!(sent(&app.update(Msg::Paste(text.clone()))).is_empty());
+    assert_eq!(app.paste_confirm.as_ref().map(Vec::len), Some(8));
+    type_text(&mut app, "x");
+    assert_eq!(app.input.text(), "", "keys answer the question");
+    let effects = app.update(key(KeyCode::Char('y')));
+    assert_eq!(sent(&effects).len(), 8);
+    assert_eq!(sent(&effects)[7], said("line 8"));
+
+    app.update(Msg::Paste(text));
+    let effects = app.update(key(KeyCode::Esc));
+    assert!(sent(&effects).is_empty());
+    assert!(app.paste_confirm.is_none());
+    assert_eq!(texts(&app).last().unwrap(), "paste of 8 lines not sent");
+}
+
+#[test]
+fn sending_is_paced_below_the_server_flood_limit() {
+    let clock = Clock(Instant::now());
+    let mut app = connected();
+    clock.tick(&mut app, 0);
+    let lines: String = (0..30).map(|i| format!("{i}\n")).collect();
+    app.update(Msg::Paste(lines));
+    let mut effects = app.update(key(KeyCode::Enter));
+    let first = sent(&effects).len();
+    assert!(first < 20, "a burst under the server's 20: {first}");
+    for ms in (250..=10_000).step_by(250) {
+        effects.extend(clock.tick(&mut app, ms));
+    }
+    let chats: Vec<_> = sent(&effects)
+        .into_iter()
+        .filter(|c| matches!(c, ClientCommand::Chat { .. }))
+        .collect();
+    assert_eq!(chats.len(), 30, "all sent, in order");
+    assert_eq!(chats[29], said("29"));
+    assert!(app.outbox.is_empty());
+}
+
+#[test]
+fn quit_with_ctrl_c_or_slash_quit() {
+    let mut app = connected();
+    assert_eq!(app.update(ctrl('c')), vec![Effect::Quit]);
+    type_text(&mut app, "/quit");
+    assert_eq!(app.update(key(KeyCode::Enter)), vec![Effect::Quit]);
+}
+
+#[test]
+fn slash_commands() {
+    let mut app = connected();
+    type_text(&mut app, "//shrug");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![said("/shrug")]);
+    type_text(&mut app, "/dance");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert!(
+        texts(&app)
+            .last()
+            .unwrap()
+            .contains("unknown command /dance")
+    );
+    type_text(&mut app, "/help");
+    app.update(key(KeyCode::Enter));
+    assert!(app.show_help);
+}
+
+#[test]
+fn help_opens_with_f1_and_any_key_closes_it() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(1)));
+    assert!(app.show_help);
+    app.update(key(KeyCode::Char('q')));
+    assert!(!app.show_help);
+    assert_eq!(app.input.text(), "", "the closing key is not typed");
+}
+
+#[test]
+fn rename_dialog_checks_rules_as_you_type() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(2)));
+    let dialog = app.rename.as_ref().unwrap();
+    assert_eq!(dialog.validation(), Err("name must not be empty".into()));
+    type_text(&mut app, "bad name");
+    assert_eq!(
+        app.rename.as_ref().unwrap().validation(),
+        Err("name must not contain whitespace".into())
+    );
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert!(app.rename.is_some(), "stays open");
+    app.update(ctrl('w'));
+    app.update(key(KeyCode::Backspace));
+    type_text(&mut app, "-ok");
+    assert_eq!(app.rename.as_ref().unwrap().field.text(), "bad-ok");
+    assert_eq!(app.rename.as_ref().unwrap().validation(), Ok(()));
+    assert_eq!(app.input.text(), "", "dialog keys stay in the dialog");
+    app.update(key(KeyCode::Esc));
+    assert!(app.rename.is_none());
+
+    app.update(ctrl('r'));
+    assert!(app.rename.is_some(), "Ctrl+R opens it too");
+}
+
+#[test]
+fn rename_refused_shows_in_the_dialog_until_it_succeeds() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "bob");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("bob")]);
+    assert!(app.rename.as_ref().unwrap().waiting);
+    app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "the name bob is taken",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert_eq!(
+        dialog.server_error.as_deref(),
+        Some("the name bob is taken")
+    );
+    assert!(!dialog.waiting);
+    type_text(&mut app, "2");
+    assert_eq!(app.rename.as_ref().unwrap().server_error, None);
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("bob2")]);
+    app.update(server(ServerEvent::Renamed {
+        name: "bob2".into(),
+    }));
+    assert!(app.rename.is_none());
+    assert_eq!(app.own_name.as_deref(), Some("bob2"));
+    assert_eq!(app.chosen_name.as_deref(), Some("bob2"));
+    assert_eq!(texts(&app).last().unwrap(), "you are now known as bob2");
+}
+
+#[test]
+fn slash_nick_renames_through_the_dialog() {
+    let mut app = connected();
+    type_text(&mut app, "/nick zed");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+    assert!(app.rename.as_ref().unwrap().waiting);
+    type_text(&mut app, "/nick");
+    assert_eq!(app.rename.as_ref().unwrap().field.text(), "zed/nick");
+    app.update(key(KeyCode::Esc));
+    type_text(&mut app, "/nick");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.rename.as_ref().unwrap().field.text(), "");
+}
+
+#[test]
+fn name_flag_renames_after_welcome_and_after_every_reconnect() {
+    let settings = Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    };
+    let (mut app, effects) = connected_with(settings);
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+    app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    app.update(Msg::Net(NetEvent::Disconnected {
+        reason: "reset".into(),
+        retry_in: Duration::from_millis(500),
+    }));
+    assert!(matches!(app.connection, Connection::Disconnected { .. }));
+    assert!(app.users.is_empty());
+    assert!(
+        texts(&app)
+            .last()
+            .unwrap()
+            .starts_with("connection lost: reset")
+    );
+    app.update(Msg::Net(NetEvent::Connecting { attempt: 2 }));
+    assert_eq!(app.connection, Connection::Connecting { attempt: 2 });
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome("127.0.0.1:5001"));
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+}
+
+#[test]
+fn refused_startup_name_is_reported_in_the_pane() {
+    let settings = Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    };
+    let (mut app, _) = connected_with(settings);
+    app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "the name alice is taken",
+    )));
+    let last = texts(&app).pop().unwrap();
+    assert!(last.contains("could not take the name alice"), "{last}");
+    assert!(last.contains("F2"), "{last}");
+}
+
+#[test]
+fn lines_typed_while_disconnected_are_kept_and_sent_after_reconnect() {
+    let settings = Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    };
+    let (mut app, _) = connected_with(settings);
+    app.update(Msg::Net(NetEvent::Disconnected {
+        reason: "reset".into(),
+        retry_in: Duration::from_secs(1),
+    }));
+    type_text(&mut app, "are you there?");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert_eq!(app.outbox.len(), 1);
+    assert!(
+        texts(&app)
+            .last()
+            .unwrap()
+            .contains("when the connection is back")
+    );
+    // The connection had taken a line but never written it.
+    app.update(Msg::Net(NetEvent::Unsent(vec![
+        said("lost in flight"),
+        ClientCommand::Who,
+    ])));
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome("127.0.0.1:5001"));
+    assert_eq!(
+        sent(&effects),
+        vec![
+            rename("alice"),
+            said("lost in flight"),
+            said("are you there?")
+        ]
+    );
+}
+
+#[test]
+fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    assert!(sent(&clock.tick(&mut app, 0)).is_empty(), "not connected");
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome(ME));
+    assert_eq!(sent(&clock.tick(&mut app, 100)), vec![ClientCommand::Who]);
+    // A busy room: many joins, leaves and renames within a second.
+    for i in 0..50 {
+        let addr = format!("10.0.0.{i}:1");
+        app.update(server(ServerEvent::Join {
+            addr: addr.clone(),
+            name: addr.clone(),
+        }));
+        app.update(server(ServerEvent::Rename {
+            addr: addr.clone(),
+            old: addr.clone(),
+            new: format!("u{i}"),
+        }));
+        app.update(server(ServerEvent::Leave {
+            addr,
+            name: format!("u{i}"),
+            reason: LeaveReason::Quit,
+        }));
+    }
+    let mut whos = 0;
+    for ms in (200..=1000).step_by(100) {
+        whos += sent(&clock.tick(&mut app, ms)).len();
+    }
+    assert_eq!(whos, 0, "coalesced: none within a second of the last");
+    assert_eq!(sent(&clock.tick(&mut app, 1100)), vec![ClientCommand::Who]);
+    assert!(sent(&clock.tick(&mut app, 2500)).is_empty(), "nothing new");
+    assert!(sent(&clock.tick(&mut app, 11_000)).is_empty());
+    assert_eq!(
+        sent(&clock.tick(&mut app, 11_100)),
+        vec![ClientCommand::Who],
+        "periodic refresh keeps the connection from idling out"
+    );
+}
+
+#[test]
+fn who_answer_fills_the_sorted_sidebar() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![user(BOB, "zoe"), user(ME, "Mia"), user("1.1.1.1:1", "adam")],
+    }));
+    let names: Vec<_> = app.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["adam", "Mia", "zoe"]);
+}
+
+#[test]
+fn joins_leaves_and_renames_update_pane_and_sidebar() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![user(ME, ME)],
+    }));
+    app.update(server(ServerEvent::Join {
+        addr: BOB.into(),
+        name: BOB.into(),
+    }));
+    assert_eq!(app.users.len(), 2);
+    app.update(server(ServerEvent::Rename {
+        addr: BOB.into(),
+        old: BOB.into(),
+        new: "bob".into(),
+    }));
+    assert!(app.users.iter().any(|u| u.name == "bob"));
+    app.update(server(ServerEvent::Leave {
+        addr: BOB.into(),
+        name: "bob".into(),
+        reason: LeaveReason::Timeout,
+    }));
+    assert_eq!(app.users.len(), 1);
+    app.update(server(ServerEvent::Leave {
+        addr: "1.1.1.1:1".into(),
+        name: "carl".into(),
+        reason: LeaveReason::Quit,
+    }));
+    let kinds: Vec<_> = app.scrollback.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        &kinds[kinds.len() - 4..],
+        [
+            EntryKind::Join,
+            EntryKind::Rename,
+            EntryKind::Timeout,
+            EntryKind::Leave
+        ]
+    );
+    assert_eq!(
+        &texts(&app)[texts(&app).len() - 4..],
+        [
+            format!("{BOB} joined"),
+            format!("{BOB} is now known as bob"),
+            "bob timed out".into(),
+            "carl left".into()
+        ]
+    );
+    assert_eq!(app.scrollback.iter().last().unwrap().time, at(12, 34));
+}
+
+#[test]
+fn own_lines_are_marked_and_mentions_ring_once() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    assert!(app.update(chat(ME, "alice", "hi, I am alice")).is_empty());
+    let own = app.scrollback.iter().last().unwrap();
+    assert!(own.own && !own.mention, "own lines do not ring");
+    assert_eq!(
+        app.update(chat(BOB, "bob", "hey Alice, look")),
+        vec![Effect::Bell]
+    );
+    assert!(app.scrollback.iter().last().unwrap().mention);
+    for not_a_mention in ["malice", "alicea", "hello"] {
+        assert!(app.update(chat(BOB, "bob", not_a_mention)).is_empty());
+        assert!(!app.scrollback.iter().last().unwrap().mention);
+    }
+    let mut quiet = App::new(Settings {
+        bell: false,
+        ..Settings::default()
+    });
+    quiet.update(welcome("alice"));
+    assert!(quiet.update(chat(BOB, "bob", "alice!")).is_empty());
+    assert!(
+        quiet.scrollback.iter().last().unwrap().mention,
+        "still highlighted"
+    );
+}
+
+#[test]
+fn errors_and_notices_go_to_the_pane() {
+    let mut app = connected();
+    app.update(server(ServerEvent::error(ErrorCode::Flood, "slow down")));
+    app.update(server(ServerEvent::notice(
+        chat_protocol::NoticeCode::Shutdown,
+        "server shutting down",
+    )));
+    let last: Vec<_> = app.scrollback.iter().rev().take(2).collect();
+    assert_eq!(last[1].kind, EntryKind::Error);
+    assert_eq!(last[1].text, "error: slow down");
+    assert_eq!(last[0].kind, EntryKind::Notice);
+    assert_eq!(last[0].text, "server shutting down");
+}
+
+fn filled(lines: usize, cap: usize) -> App {
+    let mut app = App::new(Settings {
+        scrollback: cap,
+        ..Settings::default()
+    });
+    app.update(Msg::Resize {
+        width: 80,
+        height: 12,
+    });
+    for i in 0..lines {
+        app.update(chat(BOB, "bob", &format!("line {i}")));
+    }
+    app
+}
+
+#[test]
+fn scrolling_with_page_keys_home_end_and_wheel() {
+    let mut app = filled(100, 1000);
+    assert_eq!(app.scroll, None);
+    app.update(key(KeyCode::PageUp));
+    // The pane is 10 rows high: a page moves 9 one-row lines.
+    assert_eq!(app.scroll, Some(99 - 9));
+    assert_eq!(app.lines_below(), 9);
+    app.update(key(KeyCode::PageDown));
+    assert_eq!(app.scroll, None, "back at the bottom: pinned again");
+    app.update(Msg::WheelUp);
+    assert_eq!(app.scroll, Some(99 - WHEEL_STEP as u64));
+    app.update(Msg::WheelDown);
+    assert_eq!(app.scroll, None);
+    app.update(key(KeyCode::Home));
+    assert_eq!(app.scroll, Some(9), "oldest line at the top of 10 rows");
+    app.update(key(KeyCode::PageUp));
+    assert_eq!(app.scroll, Some(9), "cannot scroll past the top");
+    app.update(key(KeyCode::End));
+    assert_eq!(app.scroll, None);
+}
+
+#[test]
+fn home_and_end_move_the_cursor_when_there_is_text() {
+    let mut app = filled(100, 1000);
+    type_text(&mut app, "ab");
+    app.update(key(KeyCode::Home));
+    assert_eq!((app.scroll, app.input.cursor()), (None, 0));
+    app.update(ctrl_key(KeyCode::Home));
+    assert_eq!(app.scroll, Some(9));
+    app.update(key(KeyCode::End));
+    assert_eq!((app.scroll, app.input.cursor()), (Some(9), 2));
+    app.update(ctrl_key(KeyCode::End));
+    assert_eq!(app.scroll, None);
+}
+
+#[test]
+fn new_lines_wait_below_while_scrolled_up() {
+    let mut app = filled(100, 1000);
+    app.update(key(KeyCode::PageUp));
+    let before = app.scroll;
+    app.update(chat(BOB, "bob", "new"));
+    assert_eq!(app.scroll, before, "the view stays where the reader is");
+    assert_eq!(app.lines_below(), 10);
+    let mut pinned = filled(100, 1000);
+    pinned.update(chat(BOB, "bob", "new"));
+    assert_eq!(pinned.scroll, None);
+}
+
+#[test]
+fn scrollback_is_capped_and_the_view_follows_the_oldest_line() {
+    let mut app = filled(50, 20);
+    assert_eq!(app.scrollback.len(), 20);
+    assert_eq!(app.scrollback.iter().next().unwrap().text, "line 30");
+    app.update(key(KeyCode::Home));
+    let top = app.scroll.unwrap();
+    for i in 0..30 {
+        app.update(chat(BOB, "bob", &format!("more {i}")));
+    }
+    assert_eq!(app.scrollback.len(), 20);
+    assert!(app.scroll.unwrap() >= app.scrollback.first_seq());
+    assert!(app.scroll.unwrap() > top);
+}
+
+#[test]
+fn plain_mode_renames_at_once_and_reads_refusals() {
+    let mut app = App::new(Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    });
+    let effects = app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+    assert!(app.plain);
+    app.update(server(ServerEvent::Here {
+        addr: ME.into(),
+        name: ME.into(),
+    }));
+    assert_eq!(app.own_addr.as_deref(), Some(ME));
+    // Our server's plain refusal has no code.
+    app.update(server(ServerEvent::error(
+        ErrorCode::Other,
+        "the name alice is taken",
+    )));
+    assert!(
+        texts(&app)
+            .last()
+            .unwrap()
+            .contains("could not take the name alice")
+    );
+    // The original's `rename ok` without a name the parser could pair.
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "al2");
+    app.update(key(KeyCode::Enter));
+    app.update(server(ServerEvent::Renamed { name: "".into() }));
+    assert_eq!(app.own_name.as_deref(), Some("al2"));
+    app.update(Msg::Net(NetEvent::Unsendable(said("who"))));
+    assert!(texts(&app).last().unwrap().contains("as a command"));
+}
+
+#[test]
+fn rename_while_disconnected_says_so_in_the_dialog() {
+    let mut app = App::new(Settings::default());
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "zed");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert!(
+        app.rename
+            .as_ref()
+            .unwrap()
+            .server_error
+            .as_deref()
+            .unwrap()
+            .contains("not connected")
+    );
+}
+
+#[test]
+fn resize_and_status_changes_ask_for_a_redraw_but_ticks_do_not() {
+    let clock = Clock(Instant::now());
+    let mut app = connected();
+    clock.tick(&mut app, 0);
+    app.dirty = false;
+    clock.tick(&mut app, 300);
+    assert!(!app.dirty);
+    app.update(Msg::Resize {
+        width: 100,
+        height: 30,
+    });
+    assert!(app.dirty);
+    assert_eq!(app.size, (100, 30));
+}

@@ -1,0 +1,14 @@
+//! `chat-tui`: a terminal client for `chat-server`, in The Elm Architecture.
+//!
+//! - [`app`]: the state and its pure `update`, the only place behaviour lives.
+//! - [`ui`]: draws the state; reads it, never changes it.
+//! - [`net`]: the connection task, talking to the app through channels.
+//! - [`input`]: the line editor used by the input line and the rename dialog.
+//!
+//! The binary's `main.rs` only wires these to a terminal. This is a library too so the
+//! benchmark can drive `update` and `draw` directly.
+
+pub mod app;
+pub mod input;
+pub mod net;
+pub mod ui;
