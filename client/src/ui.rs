@@ -148,6 +148,10 @@ fn wrap<'a>(segments: &[(&'a str, Style)], width: usize, indent: usize) -> Vec<V
     // Index in `row` just after the last space, where the row may break.
     let mut break_at: Option<usize> = None;
     let continuation = |rows: &mut Vec<Vec<Cell<'a>>>, row: &mut Vec<Cell<'a>>| {
+        // The space a row broke at would only pad it.
+        while row.last().is_some_and(|c| c.grapheme == " ") && row.len() > 1 {
+            row.pop();
+        }
         rows.push(std::mem::take(row));
         for _ in 0..indent {
             row.push(Cell {
@@ -187,7 +191,8 @@ fn wrap<'a>(segments: &[(&'a str, Style)], width: usize, indent: usize) -> Vec<V
                 style,
             });
             used += w;
-            if grapheme == " " {
+            // CJK text has no spaces: any wide character is a place to break.
+            if grapheme == " " || w > 1 {
                 break_at = Some(row.len());
             }
         }

@@ -1,1 +1,282 @@
+//! The view on ratatui's `TestBackend`: insta snapshots of whole screens, plus checks of
+//! wrapping and styles that a text snapshot cannot show.
 
+use super::*;
+use crate::app::{Msg, Settings};
+use crate::net::NetEvent;
+use chat_protocol::{ErrorCode, LeaveReason, ServerEvent, UserInfo};
+use chrono::NaiveTime;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::time::Duration;
+
+const ME: &str = "127.0.0.1:5000";
+const BOB: &str = "127.0.0.1:6000";
+const MING: &str = "127.0.0.1:7000";
+
+fn server(app: &mut App, event: ServerEvent) {
+    app.update(Msg::Net(NetEvent::Server(
+        event,
+        NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
+    )));
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn user(addr: &str, name: &str) -> UserInfo {
+    UserInfo {
+        addr: addr.into(),
+        name: name.into(),
+    }
+}
+
+fn chat(app: &mut App, addr: &str, name: &str, text: &str) {
+    server(
+        app,
+        ServerEvent::Chat {
+            addr: addr.into(),
+            name: name.into(),
+            text: text.into(),
+        },
+    );
+}
+
+/// Alice, connected, in a room with bob and 小明, after a short conversation.
+fn busy_app(width: u16, height: u16) -> App {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Resize { width, height });
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    server(
+        &mut app,
+        ServerEvent::Welcome {
+            version: 1,
+            addr: ME.into(),
+            name: ME.into(),
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Renamed {
+            name: "alice".into(),
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Users {
+            users: vec![user(BOB, "bob"), user(ME, "alice"), user(MING, "小明")],
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Join {
+            addr: MING.into(),
+            name: "小明".into(),
+        },
+    );
+    chat(&mut app, BOB, "bob", "morning all");
+    chat(&mut app, ME, "alice", "hi bob!");
+    chat(&mut app, BOB, "bob", "alice: did you see the build?");
+    chat(
+        &mut app,
+        MING,
+        "小明",
+        "一个很长的句子，用来检查宽字符在窗口边缘是否正确换行，不会被截断或者重叠。👍",
+    );
+    server(
+        &mut app,
+        ServerEvent::Rename {
+            addr: BOB.into(),
+            old: "bob".into(),
+            new: "robert".into(),
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Leave {
+            addr: "127.0.0.1:8001".into(),
+            name: "carol".into(),
+            reason: LeaveReason::Timeout,
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::error(ErrorCode::Flood, "too many lines; one was dropped"),
+    );
+    type_text(&mut app, "typing a reply");
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| draw(frame, app)).unwrap();
+    terminal
+}
+
+#[test]
+fn main_screen() {
+    let app = busy_app(80, 16);
+    insta::assert_snapshot!(render(&app, 80, 16).backend());
+}
+
+#[test]
+fn sidebar_sorted_with_own_name_marked_and_count() {
+    let mut app = busy_app(60, 10);
+    server(
+        &mut app,
+        ServerEvent::Users {
+            users: vec![
+                user("1.1.1.1:1", "Zed"),
+                user(ME, "alice"),
+                user("1.1.1.1:2", "bob"),
+                user("1.1.1.1:3", "Anna"),
+                user("1.1.1.1:4", "a-very-long-name-that-is-clipped"),
+            ],
+        },
+    );
+    insta::assert_snapshot!(render(&app, 60, 10).backend());
+}
+
+#[test]
+fn rename_dialog_with_the_servers_refusal() {
+    let mut app = busy_app(80, 16);
+    key(&mut app, KeyCode::F(2));
+    type_text(&mut app, "robert");
+    key(&mut app, KeyCode::Enter);
+    server(
+        &mut app,
+        ServerEvent::error(ErrorCode::NameTaken, "the name robert is taken"),
+    );
+    insta::assert_snapshot!(render(&app, 80, 16).backend());
+}
+
+#[test]
+fn rename_dialog_checks_the_name_rules_as_you_type() {
+    let mut app = busy_app(80, 16);
+    key(&mut app, KeyCode::F(2));
+    type_text(&mut app, "al:ce");
+    insta::assert_snapshot!(render(&app, 80, 16).backend());
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = busy_app(80, 24);
+    key(&mut app, KeyCode::F(1));
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn narrow_terminal_drops_the_sidebar() {
+    let app = busy_app(40, 14);
+    insta::assert_snapshot!(render(&app, 40, 14).backend());
+}
+
+#[test]
+fn scrolled_up_shows_lines_waiting_below() {
+    let mut app = busy_app(80, 10);
+    for i in 0..30 {
+        chat(&mut app, BOB, "robert", &format!("line {i}"));
+    }
+    key(&mut app, KeyCode::PageUp);
+    chat(&mut app, BOB, "robert", "a new line while scrolled up");
+    insta::assert_snapshot!(render(&app, 80, 10).backend());
+}
+
+#[test]
+fn disconnected_status_and_paste_question() {
+    let mut app = busy_app(80, 12);
+    app.update(Msg::Net(NetEvent::Disconnected {
+        reason: "Connection reset by peer (os error 104)".into(),
+        retry_in: Duration::from_secs(2),
+    }));
+    app.update(Msg::Paste("1\n2\n3\n4\n5\n6\n7".into()));
+    insta::assert_snapshot!(render(&app, 80, 12).backend());
+}
+
+fn plain_entry(text: &str) -> Entry {
+    Entry {
+        time: NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
+        kind: EntryKind::Chat,
+        name: Some("bob".into()),
+        text: text.into(),
+        own: false,
+        mention: false,
+    }
+}
+
+fn row_text(line: &Line) -> String {
+    line.spans.iter().map(|s| s.content.as_ref()).collect()
+}
+
+#[test]
+fn wrapping_never_splits_or_overflows_wide_characters() {
+    for width in 12..40 {
+        let entry = plain_entry("宽字符👍🏽和 e\u{301} mixed with words, 一二三四五六七八九十");
+        let lines = entry_lines(&entry, width);
+        assert_eq!(lines.len(), entry_rows(&entry, width));
+        let mut rejoined = String::new();
+        for line in &lines {
+            assert!(line.width() <= width, "width {width}: {:?}", row_text(line));
+            rejoined.push_str(row_text(line).trim());
+        }
+        for piece in ["宽字符👍🏽和", "e\u{301}", "一二三四五六七八九十"] {
+            assert!(
+                rejoined.contains(piece) || width < 20,
+                "width {width}: {rejoined}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrapping_breaks_at_spaces_and_indents_continuations() {
+    let lines = entry_lines(&plain_entry("the quick brown fox jumps over"), 30);
+    let rows: Vec<String> = lines.iter().map(row_text).collect();
+    assert_eq!(
+        rows,
+        ["09:41   bob: the quick brown", "        fox jumps over",]
+    );
+}
+
+#[test]
+fn a_very_long_word_is_cut_to_fit() {
+    let lines = entry_lines(&plain_entry(&"x".repeat(100)), 30);
+    assert!(lines.iter().all(|l| l.width() <= 30));
+    let xs: usize = lines.iter().map(|l| row_text(l).matches('x').count()).sum();
+    assert_eq!(xs, 100);
+}
+
+#[test]
+fn styles_mark_own_lines_mentions_errors_and_names() {
+    let app = busy_app(80, 16);
+    let terminal = render(&app, 80, 16);
+    let buffer = terminal.backend().buffer();
+    let find = |needle: &str| {
+        (0..buffer.area.height)
+            .find_map(|y| {
+                let row: String = (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol().to_string())
+                    .collect();
+                row.find(needle)
+                    .map(|x| (row[..x].chars().count() as u16, y))
+            })
+            .unwrap_or_else(|| panic!("{needle:?} not on screen"))
+    };
+    let (x, y) = find("> alice: hi bob!");
+    assert!(buffer[(x, y)].modifier.contains(Modifier::BOLD));
+    assert_eq!(buffer[(x + 2, y)].fg, name_colour("alice"));
+    let (x, y) = find("* bob: alice: did");
+    assert_eq!(buffer[(x, y)].bg, Color::Yellow, "mention marker");
+    assert_eq!(buffer[(x + 13, y)].fg, Color::Yellow, "mention text");
+    let (x, y) = find("! error: too many lines");
+    assert_eq!(buffer[(x, y)].fg, Color::Red);
+    assert_eq!(name_colour("Bob"), name_colour("bob"), "stable, case-blind");
+}
