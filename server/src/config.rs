@@ -24,6 +24,10 @@ pub struct Config {
     /// How long a closing connection may take to flush what is queued for it, at shutdown
     /// or when it is dropped, before it is cut off.
     pub flush_grace: Duration,
+    /// How long the socket of a client dropped for falling behind stays open so that the
+    /// reason can still reach it if it starts reading again. Its queue is freed at once;
+    /// only the socket and a small task remain.
+    pub farewell_wait: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             rate: limits::DEFAULT_RATE,
             burst: limits::DEFAULT_BURST,
             flush_grace: Duration::from_secs(1),
+            farewell_wait: Duration::from_secs(10),
         }
     }
 }

@@ -174,12 +174,15 @@ const MAX_BATCH: usize = 512;
 
 impl Writer {
     /// Writes queued items until every [`Outbox`] is dropped and the queue is empty, or the
-    /// connection is killed, or `shutdown` fires and `flush_grace` has passed.
+    /// connection is killed, or `shutdown` fires and `flush_grace` has passed. A killed
+    /// connection is sent its reason, waiting at most `farewell_wait` for the client to
+    /// make room for it.
     pub async fn run(
         mut self,
         mut socket: OwnedWriteHalf,
         shutdown: CancellationToken,
         flush_grace: Duration,
+        farewell_wait: Duration,
     ) {
         let kill = self.shared.kill.clone();
         // Whether the last byte written ended a line, so a farewell starts on a line of its own.
@@ -201,8 +204,12 @@ impl Writer {
                 std::str::from_utf8(Rendered::new(farewell).bytes(mode).unwrap_or_default())
                     .unwrap_or_default(),
             );
-            // Best effort: a client that does not read may never take it.
-            let _ = tokio::time::timeout(flush_grace, socket.write_all(text.as_bytes())).await;
+            // A client that never reads again never takes it; shutdown does not wait for it.
+            tokio::select! {
+                _ = socket.write_all(text.as_bytes()) => {}
+                _ = tokio::time::sleep(farewell_wait) => {}
+                _ = shutdown.cancelled() => {}
+            }
         }
         // Tell a still-running session the socket is finished (it may be a write error).
         kill.cancel();

@@ -65,7 +65,12 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (outbox, queue) = outbox::channel(config.sendq_bytes);
-    tracker.spawn(queue.run(writer, shutdown.clone(), config.flush_grace));
+    tracker.spawn(queue.run(
+        writer,
+        shutdown.clone(),
+        config.flush_grace,
+        config.farewell_wait,
+    ));
 
     let id = hub.join(&peer.to_string(), outbox.clone());
     let mut session = Session {

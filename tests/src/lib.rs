@@ -108,6 +108,14 @@ impl Client {
         }
     }
 
+    /// The socket itself, for tests that end it in unusual ways.
+    pub fn into_stream(self) -> TcpStream {
+        self.reader
+            .into_inner()
+            .reunite(self.writer)
+            .expect("halves of one stream")
+    }
+
     /// Sends `line` and a `\n`.
     pub async fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes()).await;
@@ -209,4 +217,218 @@ impl Client {
 /// The `[ADDR]NAME: TEXT` line every user sees.
 pub fn said(addr: &str, name: &str, text: &str) -> String {
     format!("[{addr}]{name}: {text}")
+}
+
+/// The real `chat-server` binary, in its own process (so its memory can be measured and
+/// it can be sent signals). Killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+/// Builds the `chat-server` binary of this workspace (a no-op when `cargo test --workspace`
+/// already did) and returns its path.
+pub fn server_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Test executables live in target/<profile>/deps; binaries one level up.
+            let exe = std::env::current_exe().expect("current exe");
+            let dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target dir");
+            let mut build = std::process::Command::new(env!("CARGO"));
+            build.args([
+                "build",
+                "--quiet",
+                "-p",
+                "chat-server",
+                "--bin",
+                "chat-server",
+            ]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success(), "cargo build -p chat-server failed");
+            dir.join("chat-server")
+        })
+        .clone()
+}
+
+impl ServerProcess {
+    /// Starts `chat-server --listen 127.0.0.1:0 ARGS` and reads the bound address from its log.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(server_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start chat-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(STEP)
+            .expect("the server logs its address")
+            .parse()
+            .expect("a socket address");
+        ServerProcess { child, addr }
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Raises this process's open-file limit, for tests that hold thousands of sockets.
+pub fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+/// What one client of [`exchange`] received.
+pub struct Received {
+    /// Every test message, as `(sender, seq)`, in arrival order.
+    pub messages: Vec<(usize, usize)>,
+    /// Every other line, in arrival order.
+    pub others: Vec<String>,
+}
+
+/// `senders` clients each broadcast `each` messages of about `size` bytes, keeping at most
+/// `window` of their own in flight (sent but not yet echoed back), while reading everything.
+/// Returns, per client, every message it received as `(sender, seq)`, in order, and every
+/// other line it received meanwhile.
+pub async fn exchange(
+    server: SocketAddr,
+    senders: usize,
+    each: usize,
+    size: usize,
+    window: usize,
+) -> Vec<Received> {
+    let mut clients = Vec::new();
+    for _ in 0..senders {
+        clients.push(Client::connect(server).await);
+    }
+    // Wait until everyone has seen the logins after its own, so no message races a join.
+    let addrs: Vec<String> = clients.iter().map(|c| c.addr.clone()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        for addr in &addrs[i..] {
+            client.skip_until(&said(addr, addr, "login")).await;
+        }
+    }
+    let padding = "x".repeat(size.saturating_sub(20));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(me, client)| {
+            let padding = padding.clone();
+            let addrs = addrs.clone();
+            tokio::spawn(async move {
+                let Client {
+                    reader, mut writer, ..
+                } = client;
+                let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(window));
+                let send_permits = permits.clone();
+                let send = tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for seq in 0..each {
+                        let permit = send_permits.acquire().await.expect("semaphore");
+                        permit.forget();
+                        buf.clear();
+                        buf.extend_from_slice(format!("m {me} {seq} {padding}\n").as_bytes());
+                        writer.write_all(&buf).await.expect("send");
+                    }
+                    writer
+                });
+                let mut reader = reader;
+                let mut got = Vec::with_capacity(each * senders);
+                let mut others = Vec::new();
+                let mut line = Vec::new();
+                while got.len() < each * senders {
+                    line.clear();
+                    let n = tokio::time::timeout(STEP, reader.read_until(b'\n', &mut line))
+                        .await
+                        .expect("a message within the step")
+                        .expect("read");
+                    assert!(n > 0, "{}: closed after {} messages", addrs[me], got.len());
+                    let text = String::from_utf8_lossy(&line);
+                    let Some((_, body)) = text.split_once(": m ") else {
+                        others.push(text.trim_end().to_string());
+                        continue;
+                    };
+                    let mut parts = body.split(' ');
+                    let (Some(from), Some(seq)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    let (from, seq): (usize, usize) =
+                        (from.parse().expect("sender"), seq.parse().expect("seq"));
+                    if from == me {
+                        permits.add_permits(1);
+                    }
+                    got.push((from, seq));
+                }
+                let _writer = send.await.expect("sender task");
+                Received {
+                    messages: got,
+                    others,
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(task.await.expect("client task"));
+    }
+    all
+}
+
+/// Asserts every client got every message of every sender exactly once, and all in the
+/// same order: the server has one total order of messages.
+pub fn assert_complete(received: &[Received], senders: usize, each: usize) {
+    for (client, Received { messages: got, .. }) in received.iter().enumerate() {
+        let mut next = vec![0; senders];
+        for &(from, seq) in got {
+            assert_eq!(
+                seq, next[from],
+                "client {client}: from {from} got {seq}, wanted {}",
+                next[from]
+            );
+            next[from] += 1;
+        }
+        assert!(next.iter().all(|&n| n == each), "client {client}: {next:?}");
+        let first = &received[0].messages;
+        if let Some(at) = (0..got.len()).find(|&i| got[i] != first[i]) {
+            panic!("clients 0 and {client} differ in order at message {at}");
+        }
+    }
 }
