@@ -9,11 +9,13 @@
 //! - [`scenario`]: fanout, latency, connections, slow-consumer and churn.
 //! - [`stats`]: per-receiver counting and the report.
 //! - [`procfs`]: CPU time and RSS of a process, and our own fd limit.
+//! - [`summary`]: the markdown table of a `run-all.sh` session.
 
 pub mod conn;
 pub mod procfs;
 pub mod scenario;
 pub mod stats;
+pub mod summary;
 pub mod wire;
 
 pub use scenario::{Broadcast, Env, Pacing};

@@ -99,6 +99,13 @@ enum Scenario {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Print the markdown table of a run-all.sh results file (JSON lines); runs nothing.
+    Summarize {
+        results: std::path::PathBuf,
+        /// Columns, in order.
+        #[arg(long, value_delimiter = ',', default_value = "chat,go,redis")]
+        targets: Vec<String>,
+    },
 }
 
 impl Scenario {
@@ -109,6 +116,7 @@ impl Scenario {
             Scenario::Connections { .. } => "connections",
             Scenario::SlowConsumer { .. } => "slow-consumer",
             Scenario::Churn { .. } => "churn",
+            Scenario::Summarize { .. } => "summarize",
         }
     }
 }
@@ -173,11 +181,25 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Report> {
             parallel,
             duration,
         } => scenario::churn(env, clients, parallel, duration).await,
+        Scenario::Summarize { .. } => bail!("summarize runs no scenario"),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Scenario::Summarize { results, targets } = &cli.scenario {
+        return match std::fs::read_to_string(results) {
+            Ok(lines) => {
+                let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+                print!("{}", chat_bench::summary::table(&lines, &targets));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", results.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !cli.addr.ip().is_loopback() {
         eprintln!("chat-bench only loads servers on this machine: use a 127.0.0.1 address");
         return ExitCode::from(2);

@@ -56,6 +56,17 @@ fn usage_at(dir: &str) -> Option<Usage> {
     })
 }
 
+/// True while `pid` runs (a zombie, dead but not yet reaped, is not alive).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
 /// Raises our soft limit on open files to the hard limit: a thousand clients need a
 /// thousand sockets (two for redis senders).
 pub fn raise_fd_limit() -> u64 {
@@ -99,5 +110,7 @@ mod tests {
     fn reads_our_own_process() {
         let usage = usage_of_self().expect("/proc/self is readable");
         assert!(usage.rss_kib > 0);
+        assert!(is_alive(std::process::id()));
+        assert!(!is_alive(u32::MAX));
     }
 }

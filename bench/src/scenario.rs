@@ -494,7 +494,7 @@ fn server_report(
         rss_start_kib: rss_start,
         rss_end_kib: rss_end,
         rss_peak_kib: peak_kib.max(rss_end).max(rss_start),
-        alive_at_end: procfs::usage(pid).is_some(),
+        alive_at_end: procfs::is_alive(pid),
     })
 }
 

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Runs the table of issue 4 against chat-server, the original Go server and redis pub/sub,
+# REPS times each (default 3), and writes the results as JSON lines plus a markdown table.
+#
+#   bench/run-all.sh                         # everything, 3 repeats
+#   REPS=1 ROWS="fanout-w32 latency" bench/run-all.sh
+#   TARGETS="chat chat-json redis" bench/run-all.sh
+#   CHAT_SERVER_ARGS="--threads 1" bench/run-all.sh
+#
+# Every run gets a fresh server on a free 127.0.0.1 port (RSS figures start clean, and the
+# Go original may crash on disconnects), is bounded by chat-bench --timeout and by an
+# outer `timeout`, and the server is killed afterwards. Output: target/bench-results/<time>/
+# with results.jsonl, table.md, machine.md and each server's log.
+set -euo pipefail
+
+root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+REPS="${REPS:-3}"
+TARGETS="${TARGETS:-chat go redis}"
+ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn}"
+CHAT_SERVER_ARGS="${CHAT_SERVER_ARGS:-}"
+out="${OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+
+need() {
+    command -v "$1" >/dev/null && return
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing $2" >&2
+        apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+    else
+        echo "$1 missing: apt-get install -y $2" >&2
+        exit 1
+    fi
+}
+[[ " $TARGETS " == *" go "* ]] && need go golang-go
+[[ " $TARGETS " == *" redis "* ]] && need redis-server redis-server
+
+echo "building (release)" >&2
+cargo build --release -q -p chat-server -p chat-bench
+bench="$target_dir/release/chat-bench"
+chat_server="$target_dir/release/chat-server"
+go_server=""
+[[ " $TARGETS " == *" go "* ]] && go_server=$(bench/scripts/build-go-server.sh)
+
+# 5,000 connections need more than the usual 1,024 descriptors, in the servers too.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+{
+    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores online"
+    echo "- memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel $(uname -r)"
+    echo "- $(rustc --version)"
+    [[ -n "$go_server" ]] && echo "- $(go version)"
+    command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
+    echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m $CHAT_SERVER_ARGS"
+    echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+} >"$out/machine.md"
+
+# Below the ephemeral range: the bench's own outgoing connections use those ports.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+free_port() {
+    local port
+    for _ in $(seq 50); do
+        port=$((10000 + RANDOM % (ephemeral_low - 10000)))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    echo "no free port" >&2
+    return 1
+}
+
+wait_for_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "server did not open port $1" >&2
+    return 1
+}
+
+server_pid=""
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+trap stop_server EXIT
+
+# start_server TARGET LOG: sets server_pid and port.
+start_server() {
+    port=$(free_port)
+    case "$1" in
+        chat | chat-json)
+            # shellcheck disable=SC2086
+            "$chat_server" --listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 \
+                --idle-timeout 10m $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
+        go)
+            CHAT_LISTEN="127.0.0.1:$port" "$go_server" >"$2" 2>&1 &
+            ;;
+        redis)
+            redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+                --maxclients 20000 --daemonize no >"$2" 2>&1 &
+            ;;
+    esac
+    server_pid=$!
+    wait_for_port "$port"
+}
+
+args_of() {
+    case "$1" in
+        fanout-w32) echo "--timeout 30s fanout -c 100 -k 10 -m 2000 -w 32" ;;
+        fanout-w1) echo "--timeout 40s fanout -c 100 -k 10 -m 2000 -w 1" ;;
+        fanout-c1000) echo "--timeout 40s fanout -c 1000 -k 5 -m 200 -w 32" ;;
+        latency) echo "--timeout 30s latency -c 100 --rate 1000 --duration 3s" ;;
+        connections) echo "--timeout 45s connections -n 5000" ;;
+        slow-consumer) echo "--timeout 20s slow-consumer -c 10 -k 5 -m 40000 -w 32" ;;
+        churn) echo "--timeout 20s churn -c 10 -p 4 --duration 2s" ;;
+        *) echo "unknown row $1" >&2; return 1 ;;
+    esac
+}
+
+results="$out/results.jsonl"
+: >"$results"
+for row in $ROWS; do
+    for rep in $(seq "$REPS"); do
+        # Targets interleaved within a repeat, so a noisy minute hits all of them.
+        for target in $TARGETS; do
+            log="$out/$row.$target.$rep.log"
+            start_server "$target" "$log"
+            bench_target=(--target "$target")
+            [[ $target == chat-json ]] && bench_target=(--target chat --json-mode)
+            # shellcheck disable=SC2046
+            report=$(timeout 90 "$bench" "${bench_target[@]}" --addr "127.0.0.1:$port" \
+                --server-pid "$server_pid" --json $(args_of "$row") 2>>"$log") || true
+            if [[ -z "$report" ]]; then
+                report='{"error":"chat-bench printed no report (killed by the outer timeout?)"}'
+            fi
+            # A crashed child is a zombie until reaped: kill -0 would still succeed.
+            state=$(awk '{print $3}' "/proc/$server_pid/stat" 2>/dev/null || true)
+            alive=true
+            [[ -z "$state" || "$state" == Z || "$state" == X ]] && alive=false
+            printf '{"row":"%s","rep":%d,"target":"%s","server_alive":%s,"report":%s}\n' \
+                "$row" "$rep" "$target" "$alive" "$report" >>"$results"
+            summary=$(sed -n 's/.*"error":\("[^"]*"\).*/error \1/p' <<<"$report")
+            echo "$row rep $rep $target: ${summary:-ok}" >&2
+            stop_server
+        done
+    done
+done
+
+# shellcheck disable=SC2086
+"$bench" summarize "$results" --targets "$(tr ' ' ',' <<<"$TARGETS")" >"$out/table.md"
+cat "$out/machine.md" "$out/table.md"
+echo "results in $out" >&2
