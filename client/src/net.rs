@@ -236,7 +236,7 @@ async fn session(
                     return e;
                 }
             }
-            _ = &mut hint, if !hinted => {
+            _ = &mut hint, if !hinted && !welcomed => {
                 hinted = true;
                 let notice = ServerEvent::notice(
                     NoticeCode::Other,

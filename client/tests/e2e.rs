@@ -1,0 +1,370 @@
+//! End to end: the real `chat-tui` binary in a pseudo-terminal, read back through a vt100
+//! screen parser, against a real `chat-server` on 127.0.0.1 in this process.
+//!
+//! Every wait is bounded, and a screen is only asserted on once two consecutive frames are
+//! identical (no output for a short quiet period after the condition first held).
+
+use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const COLS: u16 = 100;
+const ROWS: u16 = 30;
+/// Longest any single expectation may take: generous for a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(20);
+/// A frame counts as settled when no output follows it for this long.
+const QUIET: Duration = Duration::from_millis(150);
+
+/// A chat-server on its own runtime thread, stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind 127.0.0.1:0");
+                addr_tx.send(listener.local_addr().expect("addr")).unwrap();
+                let config = chat_server::Config {
+                    rate: 0.0,
+                    ..chat_server::Config::default()
+                };
+                chat_server::run(listener, config, token)
+                    .await
+                    .expect("server runs");
+            });
+        });
+        let addr = addr_rx.recv_timeout(DEADLINE).expect("server started");
+        Server {
+            addr,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One `chat-tui` in a pseudo-terminal.
+struct Tui {
+    label: &'static str,
+    parser: Arc<Mutex<vt100::Parser>>,
+    /// One message per chunk of output; closed when the program's side of the pty closes.
+    output: Receiver<()>,
+    output_closed: bool,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn Child + Send + Sync>,
+    master: Box<dyn MasterPty + Send>,
+}
+
+impl Tui {
+    fn start(label: &'static str, server: SocketAddr, name: &str) -> Tui {
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("openpty");
+        let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
+        command.args(["--server", &server.to_string(), "--name", name, "--no-bell"]);
+        command.env("TERM", "xterm-256color");
+        let child = pair.slave.spawn_command(command).expect("spawn chat-tui");
+        drop(pair.slave);
+        let parser = Arc::new(Mutex::new(vt100::Parser::new(ROWS, COLS, 0)));
+        let (tx, output) = mpsc::channel();
+        let mut reader = pair.master.try_clone_reader().expect("reader");
+        let screen = parser.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().unwrap().process(&buf[..n]);
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        let writer = pair.master.take_writer().expect("writer");
+        Tui {
+            label,
+            parser,
+            output,
+            output_closed: false,
+            writer,
+            child,
+            master: pair.master,
+        }
+    }
+
+    fn screen_text(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
+    }
+
+    /// The sidebar's column of the screen, one line per row.
+    fn sidebar(&self) -> String {
+        let parser = self.parser.lock().unwrap();
+        let width = chat_tui::ui::SIDEBAR_WIDTH;
+        parser
+            .screen()
+            .rows(COLS - width, width)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits for the next output, at most until `deadline`. False on timeout or close.
+    fn wait_output(&mut self, deadline: Instant) -> bool {
+        if self.output_closed {
+            return false;
+        }
+        match self
+            .output
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(()) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.output_closed = true;
+                false
+            }
+        }
+    }
+
+    /// Waits until `condition` holds on a settled screen (two identical frames in a row).
+    fn wait_for(&mut self, what: &str, condition: impl Fn(&Tui) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if condition(self) {
+                let frame = self.screen_text();
+                let more = self.wait_output(Instant::now() + QUIET);
+                if !more && self.screen_text() == frame {
+                    return;
+                }
+                if self.screen_text() == frame && condition(self) {
+                    return;
+                }
+                continue;
+            }
+            if Instant::now() >= deadline || (!self.wait_output(deadline) && self.output_closed) {
+                break;
+            }
+        }
+        assert!(
+            condition(self),
+            "{}: timed out waiting for {what}; screen:\n{}",
+            self.label,
+            self.screen_text()
+        );
+    }
+
+    fn wait_for_text(&mut self, text: &str) {
+        let needle = text.to_string();
+        self.wait_for(text, move |tui| tui.screen_text().contains(&needle));
+    }
+
+    fn type_keys(&mut self, bytes: &str) {
+        self.writer
+            .write_all(bytes.as_bytes())
+            .expect("write to pty");
+        self.writer.flush().expect("flush pty");
+    }
+
+    /// Waits for the program to exit and its output to be read completely.
+    fn wait_exit(&mut self) -> portable_pty::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The last bytes (the restore sequences) may still be in flight.
+                while self.wait_output(deadline) {}
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: did not exit; screen:\n{}",
+                self.label,
+                self.screen_text()
+            );
+            // Exit is signalled by the pty closing: wait for output or that.
+            self.wait_output(Instant::now() + QUIET);
+        }
+    }
+
+    /// True if the terminal is in cooked mode again (line editing and echo on).
+    fn cooked(&self) -> bool {
+        let fd = self.master.as_raw_fd().expect("pty fd");
+        let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: `fd` is our open pty master; tcgetattr fills the struct or fails.
+        let ok = unsafe { libc::tcgetattr(fd, termios.as_mut_ptr()) } == 0;
+        assert!(ok, "tcgetattr failed");
+        // SAFETY: tcgetattr succeeded, so the struct is initialised.
+        let termios = unsafe { termios.assume_init() };
+        termios.c_lflag & libc::ICANON != 0 && termios.c_lflag & libc::ECHO != 0
+    }
+
+    fn assert_restored(&self) {
+        let parser = self.parser.lock().unwrap();
+        let screen = parser.screen();
+        assert!(
+            !screen.alternate_screen(),
+            "{}: alternate screen left",
+            self.label
+        );
+        assert!(
+            !screen.bracketed_paste(),
+            "{}: bracketed paste off",
+            self.label
+        );
+        assert_eq!(
+            screen.mouse_protocol_mode(),
+            vt100::MouseProtocolMode::None,
+            "{}: mouse capture off",
+            self.label
+        );
+        assert!(!screen.hide_cursor(), "{}: cursor shown", self.label);
+        drop(parser);
+        assert!(self.cooked(), "{}: raw mode off", self.label);
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+const F2: &str = "\x1bOQ";
+const CTRL_C: &str = "\x03";
+
+fn sidebar_lists(tui: &Tui, names: &[&str]) -> bool {
+    let sidebar = tui.sidebar();
+    sidebar.contains(&format!("online ({})", names.len()))
+        && names.iter().all(|name| {
+            sidebar
+                .lines()
+                .any(|line| line.trim_start_matches(['│', ' ', '*']).trim_end() == *name)
+        })
+}
+
+#[test]
+fn two_clients_chat_see_each_other_rename_and_quit_cleanly() {
+    let server = Server::start();
+    let mut alice = Tui::start("alice", server.addr, "alice");
+    alice.wait_for("alice's own name in her sidebar", |t| {
+        sidebar_lists(t, &["alice"])
+    });
+    assert!(alice.sidebar().contains("*alice"), "own name is marked");
+    let mut bob = Tui::start("bob", server.addr, "bob");
+
+    for tui in [&mut alice, &mut bob] {
+        tui.wait_for("both names in the sidebar", |t| {
+            sidebar_lists(t, &["alice", "bob"])
+        });
+        tui.wait_for_text("│ connected │");
+    }
+
+    alice.type_keys("hello from alice, 你好\r");
+    bob.wait_for_text("alice: hello from alice, 你好");
+    alice.wait_for_text("> alice: hello from alice, 你好");
+    bob.type_keys("hi alice\r");
+    alice.wait_for_text("* bob: hi alice");
+
+    // Rename through the dialog: first a name that is taken, then a free one.
+    alice.type_keys(F2);
+    alice.wait_for_text("current name: alice");
+    alice.type_keys("bob\r");
+    alice.wait_for_text("taken");
+    assert!(alice.screen_text().contains("Rename"), "dialog stays open");
+    alice.type_keys("\x7f\x7f\x7falicia\r");
+    alice.wait_for("the dialog to close", |t| {
+        !t.screen_text().contains("current name:")
+    });
+    bob.wait_for("the new name in bob's sidebar", |t| {
+        sidebar_lists(t, &["alicia", "bob"])
+    });
+    bob.wait_for_text("alice is now known as alicia");
+    alice.wait_for_text("you are now known as alicia");
+
+    alice.type_keys(CTRL_C);
+    assert!(alice.wait_exit().success());
+    alice.assert_restored();
+
+    bob.wait_for("alicia gone from bob's sidebar", |t| {
+        sidebar_lists(t, &["bob"])
+    });
+    bob.wait_for_text("alicia left");
+    bob.type_keys("/quit\r");
+    assert!(bob.wait_exit().success());
+    bob.assert_restored();
+}
+
+#[test]
+fn reconnects_and_takes_its_name_again() {
+    let server = Server::start();
+    let addr = server.addr;
+    let mut carol = Tui::start("carol", addr, "carol");
+    carol.wait_for("carol online", |t| sidebar_lists(t, &["carol"]));
+    drop(server);
+    carol.wait_for_text("DISCONNECTED");
+    carol.type_keys("typed while away\r");
+    carol.wait_for_text("1 queued");
+
+    // A new server on the same port: the client comes back on its own.
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serving = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        chat_server::run(
+            listener,
+            chat_server::Config {
+                rate: 0.0,
+                ..chat_server::Config::default()
+            },
+            token,
+        )
+        .await
+    });
+    carol.wait_for("carol back online with her name", |t| {
+        sidebar_lists(t, &["carol"]) && t.screen_text().contains("│ connected │")
+    });
+    carol.wait_for_text("> carol: typed while away");
+    carol.type_keys(CTRL_C);
+    assert!(carol.wait_exit().success());
+    carol.assert_restored();
+    shutdown.cancel();
+    let _ = runtime.block_on(serving);
+}
