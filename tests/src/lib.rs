@@ -316,6 +316,43 @@ pub fn raise_fd_limit() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
+/// How far every reader has got with one sender's messages.
+struct Progress {
+    /// Messages received from this sender, per reader.
+    per_reader: std::sync::Mutex<Vec<usize>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Progress {
+    fn new(readers: usize) -> Progress {
+        Progress {
+            per_reader: std::sync::Mutex::new(vec![0; readers]),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn slowest(&self) -> usize {
+        let counts = self.per_reader.lock().expect("progress lock");
+        counts.iter().copied().min().unwrap_or(0)
+    }
+
+    fn received(&self, reader: usize) {
+        self.per_reader.lock().expect("progress lock")[reader] += 1;
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once every reader has received at least `count` messages.
+    async fn wait_for(&self, count: usize) {
+        loop {
+            let changed = self.changed.notified();
+            if self.slowest() >= count {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
 /// What one client of [`exchange`] received.
 pub struct Received {
     /// Every test message, as `(sender, seq)`, in arrival order.
@@ -325,7 +362,9 @@ pub struct Received {
 }
 
 /// `senders` clients each broadcast `each` messages of about `size` bytes, keeping at most
-/// `window` of their own in flight (sent but not yet echoed back), while reading everything.
+/// `window` of their own in flight (sent but not yet received by every one of them), while
+/// reading everything. Pacing by the slowest reader keeps the test's own clients from
+/// falling behind far enough to be dropped as slow consumers.
 /// Returns, per client, every message it received as `(sender, seq)`, in order, and every
 /// other line it received meanwhile.
 pub async fn exchange(
@@ -339,31 +378,42 @@ pub async fn exchange(
     for _ in 0..senders {
         clients.push(Client::connect(server).await);
     }
-    // Wait until everyone has seen the logins after its own, so no message races a join.
+    // Wait until every client is in the room, so no message races a join. (Sessions join
+    // in whatever order the server gets to them, not necessarily in connect order.)
     let addrs: Vec<String> = clients.iter().map(|c| c.addr.clone()).collect();
-    for (i, client) in clients.iter_mut().enumerate() {
-        for addr in &addrs[i..] {
-            client.skip_until(&said(addr, addr, "login")).await;
+    for client in &mut clients {
+        loop {
+            let users = client.who().await;
+            let all_in = addrs.iter().all(|a| {
+                users
+                    .iter()
+                    .any(|u| u.split_once(':').is_some() && u.starts_with(&format!("{a}:")))
+            });
+            if all_in {
+                break;
+            }
         }
     }
     let padding = "x".repeat(size.saturating_sub(20));
+    // Per sender: how many of its messages the slowest reader has received.
+    let progress: std::sync::Arc<Vec<Progress>> =
+        std::sync::Arc::new((0..senders).map(|_| Progress::new(senders)).collect());
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(me, client)| {
             let padding = padding.clone();
             let addrs = addrs.clone();
+            let progress = progress.clone();
             tokio::spawn(async move {
                 let Client {
                     reader, mut writer, ..
                 } = client;
-                let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(window));
-                let send_permits = permits.clone();
+                let pace = progress.clone();
                 let send = tokio::spawn(async move {
                     let mut buf = Vec::new();
                     for seq in 0..each {
-                        let permit = send_permits.acquire().await.expect("semaphore");
-                        permit.forget();
+                        pace[me].wait_for(seq.saturating_sub(window)).await;
                         buf.clear();
                         buf.extend_from_slice(format!("m {me} {seq} {padding}\n").as_bytes());
                         writer.write_all(&buf).await.expect("send");
@@ -392,9 +442,7 @@ pub async fn exchange(
                     };
                     let (from, seq): (usize, usize) =
                         (from.parse().expect("sender"), seq.parse().expect("seq"));
-                    if from == me {
-                        permits.add_permits(1);
-                    }
+                    progress[from].received(me);
                     got.push((from, seq));
                 }
                 let _writer = send.await.expect("sender task");
