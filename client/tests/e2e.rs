@@ -298,6 +298,16 @@ fn two_clients_chat_see_each_other_rename_and_quit_cleanly() {
     bob.type_keys("hi alice\r");
     alice.wait_for_text("* bob: hi alice");
 
+    // A bracketed paste of several lines sends them as separate messages; more than
+    // five asks first.
+    bob.type_keys("\x1b[200~first pasted\nsecond pasted\x1b[201~");
+    alice.wait_for_text("bob: second pasted");
+    assert!(alice.screen_text().contains("bob: first pasted"));
+    bob.type_keys("\x1b[200~1\n2\n3\n4\n5\n6\x1b[201~");
+    bob.wait_for_text("Send 6 pasted lines");
+    bob.type_keys("n");
+    bob.wait_for_text("paste of 6 lines not sent");
+
     // Rename through the dialog: first a name that is taken, then a free one.
     alice.type_keys(F2);
     alice.wait_for_text("current name: alice");

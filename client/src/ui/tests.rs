@@ -280,3 +280,34 @@ fn styles_mark_own_lines_mentions_errors_and_names() {
     assert_eq!(buffer[(x, y)].fg, Color::Red);
     assert_eq!(name_colour("Bob"), name_colour("bob"), "stable, case-blind");
 }
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    for (width, height) in [(1, 1), (5, 3), (20, 4), (30, 2), (12, 8)] {
+        let mut app = busy_app(width, height);
+        render(&app, width, height);
+        key(&mut app, KeyCode::PageUp);
+        render(&app, width, height);
+        key(&mut app, KeyCode::F(2));
+        type_text(&mut app, "一个很长的名字");
+        render(&app, width, height);
+        key(&mut app, KeyCode::Esc);
+        key(&mut app, KeyCode::F(1));
+        render(&app, width, height);
+    }
+}
+
+#[test]
+fn the_input_line_scrolls_to_keep_the_cursor_in_view() {
+    let mut app = busy_app(20, 6);
+    type_text(&mut app, " and then a long tail 一二三");
+    let terminal = render(&app, 20, 6);
+    let buffer = terminal.backend().buffer();
+    let input: String = (0..20)
+        .map(|x| buffer[(x, 5)].symbol().to_string())
+        .collect();
+    assert!(input.starts_with("> "), "{input:?}");
+    assert!(input.replace(" ", "").ends_with("tail一二三"), "{input:?}");
+    let (text, column) = visible_slice("abcdef", 6, 4);
+    assert_eq!((text, column), ("def", 3));
+}
