@@ -323,6 +323,10 @@ impl PlainParser {
             return ServerEvent::Renamed { name };
         }
         if let Some(message) = line.strip_prefix("error: ") {
+            // Our server's refusal answers the oldest rename, as `rename ok` would have.
+            if message.starts_with("rename refused") {
+                self.pending_renames.pop_front();
+            }
             return ServerEvent::error(ErrorCode::Other, message);
         }
         if let Some(message) = line.strip_prefix("notice: ") {
@@ -485,7 +489,9 @@ mod tests {
                 users: vec![user("1.2.3.4:5", "1.2.3.4:5"), user("[::1]:9", "bob")]
             }
         );
+        p.sent_rename("taken");
         p.sent_rename("zed");
+        p.parse_line("error: rename refused: the name taken is already taken");
         assert_eq!(
             p.parse_line("rename ok"),
             ServerEvent::Renamed { name: "zed".into() }

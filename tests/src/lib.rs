@@ -89,8 +89,14 @@ impl TestServer {
 pub struct Client {
     /// This client's address as the server sees it: the `ADDR` in its lines.
     pub addr: String,
-    reader: BufReader<OwnedReadHalf>,
+    lines: Lines,
     writer: OwnedWriteHalf,
+}
+
+/// The reading side of a [`Client`]: lines with a deadline.
+pub struct Lines {
+    pub addr: String,
+    reader: BufReader<OwnedReadHalf>,
 }
 
 impl Client {
@@ -102,15 +108,24 @@ impl Client {
         let addr = stream.local_addr().expect("local addr").to_string();
         let (reader, writer) = stream.into_split();
         Client {
-            addr,
-            reader: BufReader::new(reader),
+            addr: addr.clone(),
+            lines: Lines {
+                addr,
+                reader: BufReader::new(reader),
+            },
             writer,
         }
     }
 
+    /// Splits off the reading side, for tests that read in one task and write in another.
+    pub fn split(self) -> (Lines, OwnedWriteHalf) {
+        (self.lines, self.writer)
+    }
+
     /// The socket itself, for tests that end it in unusual ways.
     pub fn into_stream(self) -> TcpStream {
-        self.reader
+        self.lines
+            .reader
             .into_inner()
             .reunite(self.writer)
             .expect("halves of one stream")
@@ -135,6 +150,50 @@ impl Client {
         self.writer.shutdown().await.expect("shutdown");
     }
 
+    pub async fn line(&mut self) -> String {
+        self.lines.line().await
+    }
+
+    pub async fn try_line(&mut self) -> Option<String> {
+        self.lines.try_line().await
+    }
+
+    pub async fn expect(&mut self, expected: &str) {
+        self.lines.expect(expected).await
+    }
+
+    pub async fn skip_until(&mut self, expected: &str) -> Vec<String> {
+        self.lines.skip_until(expected).await
+    }
+
+    pub async fn event(&mut self) -> ServerEvent {
+        self.lines.event().await
+    }
+
+    pub async fn expect_closed(&mut self) -> Vec<String> {
+        self.lines.expect_closed().await
+    }
+
+    /// Sends `who` and returns the listed `ADDR:NAME` entries, reading past anything before
+    /// the list.
+    pub async fn who(&mut self) -> Vec<String> {
+        self.send("who").await;
+        self.skip_until("user list:").await;
+        let mut entries = Vec::new();
+        // The list has no end marker, so send a request with a known answer behind it (an
+        // empty rename is always refused): the list ends where that answer starts.
+        self.send("rename|").await;
+        loop {
+            let line = self.line().await;
+            if line.starts_with("error: rename refused") {
+                return entries;
+            }
+            entries.push(line);
+        }
+    }
+}
+
+impl Lines {
     /// The next line, without its `\n`, as lossy UTF-8. Panics on EOF or after [`STEP`].
     pub async fn line(&mut self) -> String {
         self.try_line()
@@ -193,24 +252,6 @@ impl Client {
             rest.push(line);
         }
         rest
-    }
-
-    /// Sends `who` and returns the listed `ADDR:NAME` entries, reading past anything before
-    /// the list.
-    pub async fn who(&mut self) -> Vec<String> {
-        self.send("who").await;
-        self.skip_until("user list:").await;
-        let mut entries = Vec::new();
-        // The list has no end marker, so send a request with a known answer behind it (an
-        // empty rename is always refused): the list ends where that answer starts.
-        self.send("rename|").await;
-        loop {
-            let line = self.line().await;
-            if line.starts_with("error: rename refused") {
-                return entries;
-            }
-            entries.push(line);
-        }
     }
 }
 
@@ -406,9 +447,7 @@ pub async fn exchange(
             let addrs = addrs.clone();
             let progress = progress.clone();
             tokio::spawn(async move {
-                let Client {
-                    reader, mut writer, ..
-                } = client;
+                let (Lines { reader, .. }, mut writer) = client.split();
                 let pace = progress.clone();
                 let send = tokio::spawn(async move {
                     let mut buf = Vec::new();
