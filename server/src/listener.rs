@@ -124,10 +124,9 @@ pub async fn run(
                     shutdown.clone(),
                     tracker.clone(),
                 );
-                tracker.spawn(async move {
-                    session::serve(stream, peer, hub, config, shutdown, inner).await;
-                    drop(slot);
-                });
+                tracker.spawn(session::serve(
+                    stream, peer, hub, config, shutdown, inner, slot,
+                ));
             }
             Err(refusal) => {
                 tracing::info!(%peer, "refused: {refusal:?}");

@@ -83,6 +83,10 @@ struct Shared {
     /// Cancelled when the connection must end now, queue or not: it overflowed, or its
     /// socket failed. The session and the writer both watch it.
     kill: CancellationToken,
+    /// Cancelled when the session has ended: what is queued may still be flushed, but only
+    /// for a bounded time, so a client that stops reading and never closes cannot pin the
+    /// socket and the task forever.
+    closed: CancellationToken,
 }
 
 /// The sending side of a connection's queue. Cheap to clone.
@@ -107,6 +111,7 @@ pub fn channel(limit: usize) -> (Outbox, Writer) {
         limit,
         mode: AtomicU8::new(Mode::Plain as u8),
         kill: CancellationToken::new(),
+        closed: CancellationToken::new(),
     });
     (
         Outbox {
@@ -154,6 +159,11 @@ impl Outbox {
         self.shared.kill.cancel();
     }
 
+    /// The session is over: flush what is queued, within the farewell wait.
+    pub fn close(&self) {
+        self.shared.closed.cancel();
+    }
+
     /// Resolves once the connection has been killed.
     pub async fn killed(&self) {
         self.shared.kill.cancelled().await
@@ -174,9 +184,9 @@ const MAX_BATCH: usize = 512;
 
 impl Writer {
     /// Writes queued items until every [`Outbox`] is dropped and the queue is empty, or the
-    /// connection is killed, or `shutdown` fires and `flush_grace` has passed. A killed
-    /// connection is sent its reason, waiting at most `farewell_wait` for the client to
-    /// make room for it.
+    /// connection is killed, or `shutdown` fires and `flush_grace` has passed, or the session
+    /// closed and `farewell_wait` has passed. A killed connection is sent its reason, waiting
+    /// at most `farewell_wait` for the client to make room for it.
     pub async fn run(
         mut self,
         mut socket: OwnedWriteHalf,
@@ -185,12 +195,14 @@ impl Writer {
         farewell_wait: Duration,
     ) {
         let kill = self.shared.kill.clone();
+        let closed = self.shared.closed.clone();
         // Whether the last byte written ended a line, so a farewell starts on a line of its own.
         let mut mid_line = false;
         let drained = tokio::select! {
             result = self.drain(&mut socket, &mut mid_line) => result.is_ok(),
             _ = kill.cancelled() => false,
             _ = async { shutdown.cancelled().await; tokio::time::sleep(flush_grace).await } => false,
+            _ = async { closed.cancelled().await; tokio::time::sleep(farewell_wait).await } => false,
         };
         if !drained && kill.is_cancelled() {
             self.rx.close();
@@ -198,15 +210,12 @@ impl Writer {
                 ErrorCode::SendqExceeded,
                 "you fell too far behind reading; disconnecting",
             );
-            let mut text = if mid_line { "\n" } else { "" }.to_string();
             let mode = Mode::from_u8(self.shared.mode.load(Ordering::Relaxed));
-            text.push_str(
-                std::str::from_utf8(Rendered::new(farewell).bytes(mode).unwrap_or_default())
-                    .unwrap_or_default(),
-            );
+            let mut text = if mid_line { b"\n".to_vec() } else { Vec::new() };
+            text.extend_from_slice(Rendered::new(farewell).bytes(mode).unwrap_or_default());
             // A client that never reads again never takes it; shutdown does not wait for it.
             tokio::select! {
-                _ = socket.write_all(text.as_bytes()) => {}
+                _ = socket.write_all(&text) => {}
                 _ = tokio::time::sleep(farewell_wait) => {}
                 _ = shutdown.cancelled() => {}
             }

@@ -53,7 +53,8 @@ struct Session<'a> {
     deadline: Option<Instant>,
 }
 
-/// Serves one accepted connection until it ends.
+/// Serves one accepted connection until it ends. `slot` is held until the socket is closed,
+/// which may be a little after the session ends, while the writer flushes.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -61,16 +62,19 @@ pub async fn serve(
     config: Arc<Config>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    slot: impl Send + 'static,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (outbox, queue) = outbox::channel(config.sendq_bytes);
-    tracker.spawn(queue.run(
-        writer,
-        shutdown.clone(),
-        config.flush_grace,
-        config.farewell_wait,
-    ));
+    let (flush_grace, farewell_wait) = (config.flush_grace, config.farewell_wait);
+    let writer_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        queue
+            .run(writer, writer_shutdown, flush_grace, farewell_wait)
+            .await;
+        drop(slot);
+    });
 
     let id = hub.join(&peer.to_string(), outbox.clone());
     let mut session = Session {
@@ -145,7 +149,8 @@ pub async fn serve(
         }
     }
     tracing::debug!(%peer, "session ended");
-    // Dropping the last Outbox lets the writer flush what is queued and close the socket.
+    // The writer flushes what is queued (within a bound) and closes the socket.
+    outbox.close();
 }
 
 impl Session<'_> {

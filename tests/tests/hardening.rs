@@ -282,3 +282,35 @@ async fn churn_is_announced_exactly_once_and_leaves_nobody_behind() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_closed_session_that_never_reads_does_not_hold_its_place_forever() {
+    let server = TestServer::with_config(Config {
+        max_clients: 1,
+        sendq_bytes: 0,
+        farewell_wait: Duration::from_millis(300),
+        ..Config::unlimited()
+    })
+    .await;
+    // Far more echo than socket buffers hold, then end of input, and never read.
+    let mut stuck = server.connect().await;
+    let line = format!("{}\n", "x".repeat(4000));
+    let flood = line.repeat(5000);
+    stuck.send_raw(flood.as_bytes()).await;
+    stuck.shutdown_write().await;
+    // Its place comes free once the flush gives up; until then newcomers are refused.
+    let admitted = tokio::time::timeout(chat_tests::STEP, async {
+        loop {
+            let mut next = server.connect().await;
+            let first = next.line().await;
+            if !first.starts_with("error: server full") {
+                return (first, next.addr.clone());
+            }
+            next.expect_closed().await;
+        }
+    });
+    let (first, addr) = admitted.await.expect("the place comes free");
+    assert_eq!(first, said(&addr, &addr, "login"));
+    drop(stuck);
+    server.stop().await;
+}
