@@ -4,7 +4,8 @@
 #
 #   bench/run-all.sh                         # everything, 3 repeats
 #   REPS=1 ROWS="fanout-w32 latency" bench/run-all.sh
-#   TARGETS="chat chat-json redis" bench/run-all.sh
+#   TARGETS="chat chat-1t chat-json go redis" bench/run-all.sh
+#     (chat-1t: chat-server with --threads 1; chat-json: its JSON protocol)
 #   CHAT_SERVER_ARGS="--threads 1" bench/run-all.sh
 #
 # Every run gets a fresh server on a free 127.0.0.1 port (RSS figures start clean, and the
@@ -101,6 +102,11 @@ start_server() {
             "$chat_server" --listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 \
                 --idle-timeout 10m $CHAT_SERVER_ARGS 2>"$2" &
             ;;
+        chat-1t)
+            # shellcheck disable=SC2086
+            "$chat_server" --listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 \
+                --idle-timeout 10m --threads 1 $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
         go)
             CHAT_LISTEN="127.0.0.1:$port" "$go_server" >"$2" 2>&1 &
             ;;
@@ -134,8 +140,11 @@ for row in $ROWS; do
         for target in $TARGETS; do
             log="$out/$row.$target.$rep.log"
             start_server "$target" "$log"
-            bench_target=(--target "$target")
-            [[ $target == chat-json ]] && bench_target=(--target chat --json-mode)
+            case "$target" in
+                chat-json) bench_target=(--target chat --json-mode) ;;
+                chat-1t) bench_target=(--target chat) ;;
+                *) bench_target=(--target "$target") ;;
+            esac
             # shellcheck disable=SC2046
             report=$(timeout 90 "$bench" "${bench_target[@]}" --addr "127.0.0.1:$port" \
                 --server-pid "$server_pid" --json $(args_of "$row") 2>>"$log") || true

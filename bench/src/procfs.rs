@@ -5,7 +5,11 @@ use std::time::Duration;
 /// CPU time (user + system, all threads, live and exited) and resident memory of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
+    /// utime + stime from /proc/PID/stat (clock ticks, usually 10 ms).
     pub cpu: Duration,
+    /// Sum of the live threads' on-CPU time from /proc/PID/task/*/schedstat (nanoseconds):
+    /// a finer cross-check for short runs, blind to threads that have exited.
+    pub cpu_schedstat: Option<Duration>,
     pub rss_kib: u64,
 }
 
@@ -52,8 +56,21 @@ fn usage_at(dir: &str) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
     Some(Usage {
         cpu: parse_stat_cpu(&stat, clock_ticks_per_second())?,
+        cpu_schedstat: threads_schedstat(dir),
         rss_kib: parse_status_rss_kib(&status)?,
     })
+}
+
+fn threads_schedstat(dir: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("{dir}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may exit between listing and reading: skip it.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// True while `pid` runs (a zombie, dead but not yet reaped, is not alive).
@@ -62,7 +79,9 @@ pub fn is_alive(pid: u32) -> bool {
         .ok()
         .and_then(|stat| {
             let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|state| state != "Z" && state != "X")
+            rest.split_whitespace()
+                .next()
+                .map(|state| state != "Z" && state != "X")
         })
         .unwrap_or(false)
 }

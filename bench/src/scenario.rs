@@ -486,10 +486,20 @@ fn server_report(
         .map(|e| e.cpu.saturating_sub(cpu).as_secs_f64())
         .unwrap_or(0.0);
     let rss_end = end_usage.map(|u| u.rss_kib).unwrap_or(0);
+    let schedstat_s = match (
+        start.and_then(|u| u.cpu_schedstat),
+        end.and_then(|u| u.cpu_schedstat),
+    ) {
+        (Some(s), Some(e)) => Some(e.saturating_sub(s).as_secs_f64()),
+        _ => None,
+    };
     Some(ServerUsage {
         pid,
         cpu_s,
         cpu_us_per_delivery: (per > 0).then(|| cpu_s * 1e6 / per as f64),
+        cpu_us_per_delivery_schedstat: schedstat_s
+            .filter(|_| per > 0)
+            .map(|s| s * 1e6 / per as f64),
         rss_baseline_kib: baseline,
         rss_start_kib: rss_start,
         rss_end_kib: rss_end,

@@ -134,6 +134,8 @@ pub struct ServerUsage {
     pub cpu_s: f64,
     /// Server CPU time divided by deliveries (or by cycles, for churn).
     pub cpu_us_per_delivery: Option<f64>,
+    /// The same from schedstat (ns resolution, live threads only): a cross-check.
+    pub cpu_us_per_delivery_schedstat: Option<f64>,
     /// Before the clients connected.
     pub rss_baseline_kib: u64,
     /// When the measured window started (clients connected and settled).
@@ -237,7 +239,10 @@ impl Report {
                 s.pid,
                 s.cpu_s,
                 s.cpu_us_per_delivery
-                    .map(|us| format!(" = {us:.3} µs per delivery"))
+                    .map(|us| format!(
+                        " = {us:.3} µs per delivery (schedstat {:.3})",
+                        s.cpu_us_per_delivery_schedstat.unwrap_or(f64::NAN)
+                    ))
                     .unwrap_or_default(),
                 s.rss_baseline_kib,
                 s.rss_start_kib,
