@@ -63,7 +63,7 @@ free_port() {
     local port
     for _ in $(seq 50); do
         port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if ! grep -q ":$(printf '%04X' "$port") " /proc/net/tcp; then
             echo "$port"
             return
         fi
@@ -72,9 +72,14 @@ free_port() {
     return 1
 }
 
+# Waits until something listens on 127.0.0.1:$1, looking at /proc/net/tcp rather than
+# connecting: a probe connection would join and leave the Go original, whose unsynchronised
+# map can crash on that leave while the first real client joins.
 wait_for_port() {
+    local hex
+    hex=$(printf '%04X' "$1")
     for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        grep -q "^ *[0-9]*: 0100007F:$hex 00000000:0000 0A" /proc/net/tcp && return 0
         sleep 0.05
     done
     echo "server did not open port $1" >&2
