@@ -49,8 +49,9 @@ struct Session<'a> {
     /// No line has arrived yet: only the first line may switch to JSON mode.
     first_line: bool,
     mode: Mode,
-    /// When the idle timeout fires unless a complete line arrives.
-    deadline: Option<Instant>,
+    /// When the last complete line arrived (or the connection opened): the idle timeout
+    /// counts from here.
+    last_line: Instant,
 }
 
 /// Serves one accepted connection until it ends. `slot` is held until the socket is closed,
@@ -86,21 +87,30 @@ pub async fn serve(
         flood_dropped: 0,
         first_line: true,
         mode: Mode::Plain,
-        deadline: None,
+        last_line: Instant::now(),
     };
-    session.touch();
+
+    // Created once and polled in place: re-creating them every turn would re-register with
+    // the shared shutdown token (a lock all sessions contend on) and the timer wheel.
+    let shutting_down = shutdown.cancelled();
+    let killed = outbox.killed();
+    let idle_timeout = config.idle_timeout;
+    let idle = sleep_until(session.last_line + idle_timeout);
+    tokio::pin!(shutting_down, killed, idle);
 
     let end = loop {
-        let idle = async {
-            match session.deadline {
-                Some(deadline) => sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = shutdown.cancelled() => break End::Shutdown,
-            _ = outbox.killed() => break End::Killed,
-            _ = idle => break End::Timeout,
+            _ = &mut shutting_down => break End::Shutdown,
+            _ = &mut killed => break End::Killed,
+            _ = &mut idle, if !idle_timeout.is_zero() => {
+                // Lines only record their time; the timer is moved when it fires, so a busy
+                // connection costs one timer update per timeout, not one per line.
+                let due = session.last_line + idle_timeout;
+                if Instant::now() >= due {
+                    break End::Timeout;
+                }
+                idle.as_mut().reset(due);
+            }
             readable = reader.readable() => {
                 if readable.is_err() {
                     break End::Quit;
@@ -154,11 +164,6 @@ pub async fn serve(
 }
 
 impl Session<'_> {
-    fn touch(&mut self) {
-        self.deadline = (!self.config.idle_timeout.is_zero())
-            .then(|| Instant::now() + self.config.idle_timeout);
-    }
-
     /// Reads what the socket has and handles every complete line in it. `Ok(Some(_))` ends
     /// the session.
     fn read_some(&mut self, reader: &mut OwnedReadHalf) -> io::Result<Option<End>> {
@@ -198,7 +203,7 @@ impl Session<'_> {
     }
 
     fn on_line(&mut self, raw: &[u8]) -> Option<End> {
-        self.touch();
+        self.last_line = Instant::now();
         if !self.bucket.try_take() {
             self.flood_dropped += 1;
             if self.flood_dropped == 1 {
