@@ -1,7 +1,7 @@
 //! One connection's outgoing queue, and the task that writes it to the socket.
 //!
 //! Anyone may queue (the hub broadcasting, the session replying) and no one ever waits:
-//! queuing is a non-blocking channel send. The queue is bounded in bytes; the push that would
+//! queuing is a push under a lock held for a few instructions. The queue is bounded in bytes; the push that would
 //! pass the bound fails, and the hub then drops the connection as a slow consumer, so one
 //! client that stops reading never holds up or bloats anyone else.
 //!
@@ -10,13 +10,14 @@
 //! vectored write.
 
 use chat_protocol::{ErrorCode, ServerEvent};
+use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How a connection wants its lines.
@@ -73,41 +74,55 @@ type Item = (Arc<Rendered>, Mode);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    /// Bytes queued and not yet written (those being written included).
+    bytes: usize,
+}
+
 #[derive(Debug)]
 struct Shared {
-    /// Bytes queued and not yet written.
-    queued: AtomicUsize,
-    /// Bound on `queued`; `0`: unbounded.
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue goes from empty to non-empty: one wake per batch,
+    /// not one per line.
+    ready: Notify,
+    /// Bound on `Queue::bytes`; `0`: unbounded.
     limit: usize,
     mode: AtomicU8,
     /// Cancelled when the connection must end now, queue or not: it overflowed, or its
     /// socket failed. The session and the writer both watch it.
     kill: CancellationToken,
-    /// Cancelled when the session has ended: what is queued may still be flushed, but only
-    /// for a bounded time, so a client that stops reading and never closes cannot pin the
-    /// socket and the task forever.
+    /// Cancelled when the session has ended and nothing more will be queued: the writer
+    /// flushes what is left, but only for a bounded time, so a client that stops reading and
+    /// never closes cannot pin the socket and the task forever.
     closed: CancellationToken,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; if something did, the queue is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The sending side of a connection's queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Item>,
     shared: Arc<Shared>,
 }
 
-/// The receiving side, consumed by [`Writer::run`].
+/// The writing side, consumed by [`Writer::run`].
 #[derive(Debug)]
 pub struct Writer {
-    rx: mpsc::UnboundedReceiver<Item>,
     shared: Arc<Shared>,
 }
 
 /// Creates a connection's queue, bounded to `limit` bytes (`0`: unbounded).
 pub fn channel(limit: usize) -> (Outbox, Writer) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        queued: AtomicUsize::new(0),
+        queue: Mutex::default(),
+        ready: Notify::new(),
         limit,
         mode: AtomicU8::new(Mode::Plain as u8),
         kill: CancellationToken::new(),
@@ -115,10 +130,9 @@ pub fn channel(limit: usize) -> (Outbox, Writer) {
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        Writer { rx, shared },
+        Writer { shared },
     )
 }
 
@@ -131,13 +145,18 @@ impl Outbox {
             return Ok(());
         };
         let len = bytes.len();
-        let before = self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        if self.shared.limit != 0 && before + len > self.shared.limit {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
-            return Err(Overflow);
+        let was_empty = {
+            let mut queue = self.shared.lock();
+            if self.shared.limit != 0 && queue.bytes + len > self.shared.limit {
+                return Err(Overflow);
+            }
+            queue.bytes += len;
+            queue.items.push_back((item.clone(), mode));
+            queue.items.len() == 1
+        };
+        if was_empty {
+            self.shared.ready.notify_one();
         }
-        // The writer is gone only when the connection is closing; the item is moot then.
-        let _ = self.tx.send((item.clone(), mode));
         Ok(())
     }
 
@@ -159,7 +178,8 @@ impl Outbox {
         self.shared.kill.cancel();
     }
 
-    /// The session is over: flush what is queued, within the farewell wait.
+    /// The session is over and nothing more will be queued: flush what is queued, within
+    /// the farewell wait, and close.
     pub fn close(&self) {
         self.shared.closed.cancel();
     }
@@ -175,20 +195,24 @@ impl Outbox {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.shared.lock().bytes
     }
 }
 
-/// Most items gathered into one write.
+/// Most items gathered into one write (Linux takes at most 1024 buffers per `writev`).
 const MAX_BATCH: usize = 512;
 
+/// A queue that grew past this many items is given back to the allocator once drained, so
+/// an idle connection stays small after a burst.
+const KEEP_CAPACITY: usize = 64;
+
 impl Writer {
-    /// Writes queued items until every [`Outbox`] is dropped and the queue is empty, or the
+    /// Writes queued items until the session has closed and the queue is empty, or the
     /// connection is killed, or `shutdown` fires and `flush_grace` has passed, or the session
     /// closed and `farewell_wait` has passed. A killed connection is sent its reason, waiting
     /// at most `farewell_wait` for the client to make room for it.
     pub async fn run(
-        mut self,
+        self,
         mut socket: OwnedWriteHalf,
         shutdown: CancellationToken,
         flush_grace: Duration,
@@ -205,7 +229,8 @@ impl Writer {
             _ = async { closed.cancelled().await; tokio::time::sleep(farewell_wait).await } => false,
         };
         if !drained && kill.is_cancelled() {
-            self.rx.close();
+            // Free the backlog now; only the reason is still to be sent.
+            *self.shared.lock() = Queue::default();
             let farewell = ServerEvent::error(
                 ErrorCode::SendqExceeded,
                 "you fell too far behind reading; disconnecting",
@@ -225,15 +250,37 @@ impl Writer {
         let _ = tokio::time::timeout(flush_grace, socket.shutdown()).await;
     }
 
-    async fn drain(
-        &mut self,
-        socket: &mut OwnedWriteHalf,
-        mid_line: &mut bool,
-    ) -> std::io::Result<()> {
-        let mut batch: Vec<Item> = Vec::new();
-        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let mut slices: Vec<IoSlice<'_>> = batch
+    async fn drain(&self, socket: &mut OwnedWriteHalf, mid_line: &mut bool) -> std::io::Result<()> {
+        let shared = &self.shared;
+        // Swapped with the shared queue each turn, so both allocations are reused.
+        let mut batch: VecDeque<Item> = VecDeque::new();
+        loop {
+            let notified = shared.ready.notified();
+            // Read before taking the queue: once closed, nothing more is queued, so an empty
+            // queue then means done.
+            let closing = shared.closed.is_cancelled();
+            {
+                let mut queue = shared.lock();
+                if queue.items.len() <= MAX_BATCH {
+                    std::mem::swap(&mut queue.items, &mut batch);
+                } else {
+                    batch.extend(queue.items.drain(..MAX_BATCH));
+                }
+            }
+            if batch.is_empty() {
+                if closing {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = shared.closed.cancelled() => {}
+                }
+                continue;
+            }
+            let (front, back) = batch.as_slices();
+            let mut slices: Vec<IoSlice<'_>> = front
                 .iter()
+                .chain(back)
                 .filter_map(|(item, mode)| item.bytes(*mode))
                 .map(IoSlice::new)
                 .collect();
@@ -248,15 +295,17 @@ impl Writer {
                 IoSlice::advance_slices(&mut remaining, written);
             }
             *mid_line = false;
-            self.shared.queued.fetch_sub(total, Ordering::Relaxed);
             drop(slices);
             batch.clear();
-            if batch.capacity() > 64 {
-                // Keep an idle connection small after a burst.
-                batch.shrink_to(0);
+            if batch.capacity() > KEEP_CAPACITY {
+                batch = VecDeque::new();
+            }
+            let mut queue = shared.lock();
+            queue.bytes -= total;
+            if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
+                queue.items = VecDeque::new();
             }
         }
-        Ok(())
     }
 }
 

@@ -14,18 +14,26 @@ use chat_protocol::command::decode_line;
 use chat_protocol::{
     ClientCommand, ErrorCode, Frame, LeaveReason, LineFramer, NoticeCode, ServerEvent,
 };
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Bytes read from the socket at a time. The buffer lives on the stack only while reading,
-/// so an idle connection does not carry it.
+/// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
+
+thread_local! {
+    /// The read buffer, one per worker thread rather than one per connection.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// How a session ended, and so what the others hear.
 enum End {
@@ -111,14 +119,10 @@ pub async fn serve(
                 }
                 idle.as_mut().reset(due);
             }
-            readable = reader.readable() => {
-                if readable.is_err() {
-                    break End::Quit;
-                }
-                match session.read_some(&mut reader) {
+            read = std::future::poll_fn(|cx| session.poll_read_lines(cx, &mut reader)) => {
+                match read {
                     Ok(None) => {}
                     Ok(Some(end)) => break end,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => break End::Quit,
                 }
             }
@@ -166,16 +170,33 @@ pub async fn serve(
 impl Session<'_> {
     /// Reads what the socket has and handles every complete line in it. `Ok(Some(_))` ends
     /// the session.
-    fn read_some(&mut self, reader: &mut OwnedReadHalf) -> io::Result<Option<End>> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = reader.try_read(&mut chunk)?;
-        if n == 0 {
-            return Ok(Some(End::Quit));
-        }
+    ///
+    /// Reads go into a per-thread scratch buffer, used and released within this one poll,
+    /// so an idle connection carries no read buffer and no read zeroes one. `poll_read`
+    /// (unlike `try_read`) also notes a short read as having drained the socket, which saves
+    /// a read that would only say "nothing more".
+    fn poll_read_lines(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut OwnedReadHalf,
+    ) -> Poll<io::Result<Option<End>>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            scratch.reserve(READ_CHUNK);
+            let mut buf = ReadBuf::uninit(&mut scratch.spare_capacity_mut()[..READ_CHUNK]);
+            ready!(Pin::new(reader).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(Some(End::Quit)));
+            }
+            Poll::Ready(Ok(self.handle_chunk(buf.filled())))
+        })
+    }
+
+    fn handle_chunk(&mut self, chunk: &[u8]) -> Option<End> {
         // The framer is taken out for the call so that handling a line may borrow `self`.
         let mut framer = std::mem::take(&mut self.framer);
         let mut end = None;
-        framer.push(&chunk[..n], |frame| {
+        framer.push(chunk, |frame| {
             if end.is_some() {
                 return;
             }
@@ -195,7 +216,7 @@ impl Session<'_> {
         });
         framer.shrink();
         self.framer = framer;
-        Ok(end)
+        end
     }
 
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
