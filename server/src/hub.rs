@@ -12,6 +12,7 @@ use crate::outbox::{Mode, Outbox, Rendered};
 use chat_protocol::names::{name_key, validate_name};
 use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, UserInfo};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A connection's key in the hub. Increasing, so iterating members goes in join order.
@@ -40,6 +41,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<State>,
+    /// Counts joins and leaves, so [`crate::memory`] can tell when a storm of them is over.
+    membership_changes: AtomicU64,
 }
 
 impl Hub {
@@ -56,6 +59,7 @@ impl Hub {
     /// Adds a member: everyone (the newcomer included) gets its `login`, then the newcomer
     /// gets `I am here`.
     pub fn join(&self, addr: &str, outbox: Outbox) -> MemberId {
+        self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
@@ -109,6 +113,11 @@ impl Hub {
     /// The online users, in join order.
     pub fn users(&self) -> Vec<UserInfo> {
         self.lock().users()
+    }
+
+    /// How many joins and leaves there have been so far.
+    pub fn membership_changes(&self) -> u64 {
+        self.membership_changes.load(Ordering::Relaxed)
     }
 
     /// Number of members online.
@@ -188,11 +197,13 @@ impl Hub {
 
     /// Removes `id` and tells everyone else why it left. False if it was already gone.
     pub fn leave(&self, id: MemberId, reason: LeaveReason) -> bool {
+        self.membership_changes.fetch_add(1, Ordering::Relaxed);
         self.lock().remove(id, reason)
     }
 
     /// Removes `id` without telling anyone: for shutdown, where everyone is leaving at once.
     pub fn forget(&self, id: MemberId) {
+        self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         if let Some(member) = state.members.remove(&id) {
             state.names.remove(&name_key(&member.name));

@@ -12,10 +12,12 @@
 //! - [`hub`]: who is online, names, and broadcasting in one total order.
 //! - [`outbox`]: one connection's bounded outgoing queue and the task that writes it.
 //! - [`rate`]: the token bucket behind the flood limit.
+//! - [`memory`]: returning memory to the system after storms of joins and leaves.
 
 pub mod config;
 pub mod hub;
 pub mod listener;
+pub mod memory;
 pub mod outbox;
 pub mod rate;
 pub mod session;

@@ -101,6 +101,11 @@ pub async fn run(
         counts: Mutex::default(),
     });
 
+    tracker.spawn(crate::memory::release_after_bursts(
+        hub.clone(),
+        shutdown.clone(),
+    ));
+
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,

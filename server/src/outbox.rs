@@ -204,7 +204,7 @@ const MAX_BATCH: usize = 512;
 
 /// A queue that grew past this many items is given back to the allocator once drained, so
 /// an idle connection stays small after a burst.
-const KEEP_CAPACITY: usize = 64;
+const KEEP_CAPACITY: usize = 8;
 
 impl Writer {
     /// Writes queued items until the session has closed and the queue is empty, or the
