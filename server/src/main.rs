@@ -37,7 +37,7 @@ struct Args {
     /// Lines one connection may send at once before `--rate` applies.
     #[arg(long, env = "CHAT_BURST", default_value_t = limits::DEFAULT_BURST)]
     burst: u32,
-    /// Worker threads (`0`: one per core).
+    /// Worker threads (`0`: half the cores, at least one; `1` runs everything on one thread).
     #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
     threads: usize,
 }
@@ -56,11 +56,26 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open file limit");
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if args.threads > 0 {
-        runtime.worker_threads(args.threads);
-    }
+    let threads = match args.threads {
+        0 => default_threads(),
+        n => n,
+    };
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     runtime.enable_all().build()?.block_on(serve(args))
+}
+
+/// Half the cores, at least one. Every broadcast is fanned out under the room's one lock,
+/// so more workers mostly add cross-thread wake-ups, while the kernel's network stack needs
+/// cores of its own: on the 2-core machine of docs/BENCHMARKS.md one worker beat two on
+/// CPU per delivery, throughput and latency alike.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
