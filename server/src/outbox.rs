@@ -204,7 +204,7 @@ const MAX_BATCH: usize = 512;
 
 /// A queue that grew past this many items is given back to the allocator once drained, so
 /// an idle connection stays small after a burst.
-const KEEP_CAPACITY: usize = 8;
+const KEEP_CAPACITY: usize = 64;
 
 impl Writer {
     /// Writes queued items until the session has closed and the queue is empty, or the
@@ -254,6 +254,9 @@ impl Writer {
         let shared = &self.shared;
         // Swapped with the shared queue each turn, so both allocations are reused.
         let mut batch: VecDeque<Item> = VecDeque::new();
+        // Made once: polling a fresh one each turn would register with the token again.
+        let closed = shared.closed.cancelled();
+        tokio::pin!(closed);
         loop {
             let notified = shared.ready.notified();
             // Read before taking the queue: once closed, nothing more is queued, so an empty
@@ -271,9 +274,11 @@ impl Writer {
                 if closing {
                     return Ok(());
                 }
+                // Not polled again once it has fired: `closing` is then true for good, and an
+                // empty queue returns above.
                 tokio::select! {
                     _ = notified => {}
-                    _ = shared.closed.cancelled() => {}
+                    _ = &mut closed => {}
                 }
                 continue;
             }
