@@ -2,7 +2,8 @@
 //! clients that read lines with a deadline.
 //!
 //! The server runs in-process through [`chat_server::run`], the same function the binary
-//! calls; what only the binary does (flags, signals) is tested in `server/tests/`.
+//! calls. [`ServerProcess`] runs the built binary instead, for what only it does (flags,
+//! signals) and for measuring its memory: `tests/binary.rs`, `tests/process.rs`.
 
 use chat_protocol::{ClientCommand, HELLO_LINE, ServerEvent};
 use chat_server::Config;
@@ -342,6 +343,16 @@ impl ServerProcess {
 
     pub async fn connect(&self) -> Client {
         Client::connect(self.addr).await
+    }
+
+    /// Sends SIGTERM; the returned task resolves with the exit status.
+    pub fn exit_on_sigterm(mut self) -> JoinHandle<std::io::Result<std::process::ExitStatus>> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        tokio::task::spawn_blocking(move || self.child.wait())
     }
 }
 

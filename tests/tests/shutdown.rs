@@ -1,5 +1,5 @@
 //! Graceful shutdown through the library: every user is told, queued lines are flushed,
-//! and `run` returns promptly. (SIGTERM to the binary: `server/tests/binary.rs`.)
+//! and `run` returns promptly. (SIGTERM to the binary: `binary.rs`, `process.rs`.)
 
 use chat_tests::{TestServer, said};
 
