@@ -137,6 +137,8 @@ async fn run(
         width: size.width,
         height: size.height,
     });
+    // Set the clock before the first server event, so nothing is stamped 00:00.
+    app.update(tick_msg());
     loop {
         if app.dirty {
             terminal.draw(|frame| ui::draw(frame, &app))?;
