@@ -83,9 +83,10 @@ impl ClientCommand {
         }
     }
 
-    /// True if `line` is the handshake that switches a connection to JSON mode.
+    /// True if `line` is the handshake that switches a connection to JSON mode: exactly
+    /// [`HELLO_LINE`], so no other line (another version, extra fields) passes for it.
     pub fn is_hello(line: &str) -> bool {
-        line.starts_with('{') && matches!(Self::parse_json(line), Ok(ClientCommand::Hello { .. }))
+        line == HELLO_LINE
     }
 
     /// The plain line for this command, if it has one (`None` for `hello`, and for chat
@@ -181,6 +182,10 @@ mod tests {
         );
         assert!(!ClientCommand::is_hello("hello"));
         assert!(!ClientCommand::is_hello(r#"{"type":"who"}"#));
+        assert!(!ClientCommand::is_hello(r#"{"type":"hello","version":2}"#));
+        assert!(!ClientCommand::is_hello(
+            r#"{"version":1,"type":"hello","junk":[1]}"#
+        ));
     }
 
     #[test]

@@ -122,17 +122,19 @@ pub enum ServerEvent {
 }
 
 impl ServerEvent {
+    /// An error line. The message may quote what a user sent, so it is sanitized here.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerEvent::Error {
             code,
-            message: message.into(),
+            message: sanitized(message.into()),
         }
     }
 
+    /// A notice line, sanitized like [`ServerEvent::error`].
     pub fn notice(code: NoticeCode, message: impl Into<String>) -> Self {
         ServerEvent::Notice {
             code,
-            message: message.into(),
+            message: sanitized(message.into()),
         }
     }
 
@@ -203,10 +205,7 @@ impl ServerEvent {
 
     /// The same event with every user-chosen string made terminal-safe.
     pub fn sanitized(self) -> ServerEvent {
-        let s = |text: String| match sanitize_text(&text) {
-            std::borrow::Cow::Borrowed(_) => text,
-            std::borrow::Cow::Owned(clean) => clean,
-        };
+        let s = sanitized;
         match self {
             ServerEvent::Welcome {
                 version,
@@ -259,6 +258,14 @@ impl ServerEvent {
                 message: s(message),
             },
         }
+    }
+}
+
+/// `text`, made terminal-safe, without copying when it already is.
+fn sanitized(text: String) -> String {
+    match sanitize_text(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
     }
 }
 

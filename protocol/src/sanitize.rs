@@ -7,9 +7,14 @@
 //! - a tab becomes one space;
 //! - every other control character (C0 `U+0000..=U+001F`, including ESC and CR; DEL `U+007F`;
 //!   C1 `U+0080..=U+009F`) becomes `U+FFFD` (`�`);
-//! - invisible formatting characters that reorder or hide text (bidi embeddings, overrides and
-//!   isolates, zero-width characters, the BOM, soft hyphen, interlinear annotation marks)
-//!   become `U+FFFD` too, so a reader can see that something was there.
+//! - invisible formatting characters that reorder or hide text (bidi marks, embeddings,
+//!   overrides and isolates, zero-width spaces, word joiners, the BOM, soft hyphen,
+//!   interlinear annotation marks, line and paragraph separators) become `U+FFFD` too, so a
+//!   reader can see that something was there.
+//!
+//! The zero-width joiner and non-joiner, variation selectors and tag characters stay in chat
+//! text: emoji sequences and some scripts are built from them, and they cannot move the
+//! cursor or reorder anything. Names refuse them (see [`crate::names`]).
 //!
 //! Invalid UTF-8 is replaced with `U+FFFD` when bytes are decoded (see
 //! [`crate::command::ClientCommand::parse_plain`]).
@@ -25,7 +30,8 @@ pub fn is_invisible_format(c: char) -> bool {
         '\u{00AD}'                  // soft hyphen
         | '\u{061C}'                // arabic letter mark
         | '\u{180E}'                // mongolian vowel separator
-        | '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
+        | '\u{200B}'                // zero-width space
+        | '\u{200E}'..='\u{200F}'   // LRM, RLM
         | '\u{2028}'..='\u{2029}'   // line and paragraph separators
         | '\u{202A}'..='\u{202E}'   // bidi embeddings and overrides
         | '\u{2060}'..='\u{206F}'   // word joiner, invisible operators, bidi isolates
@@ -80,5 +86,16 @@ mod tests {
         assert_eq!(sanitize_text("abc\u{202E}fed"), "abc\u{FFFD}fed");
         assert_eq!(sanitize_text("x\u{2066}y\u{2069}"), "x\u{FFFD}y\u{FFFD}");
         assert_eq!(sanitize_text("zero\u{200B}width"), "zero\u{FFFD}width");
+    }
+
+    #[test]
+    fn emoji_sequences_survive() {
+        for text in [
+            "👨\u{200D}👩\u{200D}👧",
+            "❤\u{FE0F}",
+            "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+        ] {
+            assert_eq!(sanitize_text(text), text);
+        }
     }
 }

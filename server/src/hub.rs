@@ -201,13 +201,22 @@ impl Hub {
         self.lock().remove(id, reason)
     }
 
-    /// Removes `id` without telling anyone: for shutdown, where everyone is leaving at once.
-    pub fn forget(&self, id: MemberId) {
+    /// Sends `id` its last line, then removes it and tells everyone else, in one step: no
+    /// broadcast can come between, so `farewell` is the last line it gets.
+    pub fn say_and_leave(&self, id: MemberId, farewell: ServerEvent, reason: LeaveReason) {
         self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        if let Some(member) = state.members.remove(&id) {
-            state.names.remove(&name_key(&member.name));
-        }
+        state.reply(id, farewell);
+        state.remove(id, reason);
+    }
+
+    /// Sends `id` its last line and removes it without telling anyone: for shutdown, where
+    /// everyone is leaving at once.
+    pub fn say_and_forget(&self, id: MemberId, farewell: ServerEvent) {
+        self.membership_changes.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        state.reply(id, farewell);
+        state.take(id);
     }
 }
 
@@ -222,17 +231,38 @@ impl State {
             .collect()
     }
 
-    /// Queues `line` to every member but `except`. Members whose queue overflows are
-    /// dropped as slow consumers, and their leaves broadcast in turn.
+    /// Queues `line` to every member but `except`, then drops whoever it overflowed.
     fn broadcast(&mut self, line: &Arc<Rendered>, except: Option<MemberId>) {
         let mut slow = Vec::new();
+        self.push_all(line, except, &mut slow);
+        self.drop_slow(slow);
+    }
+
+    /// Queues `line` to every member but `except`; notes in `slow` whom it overflowed.
+    fn push_all(&self, line: &Arc<Rendered>, except: Option<MemberId>, slow: &mut Vec<MemberId>) {
         for (&id, member) in &self.members {
             if Some(id) != except && member.outbox.push(line).is_err() {
                 slow.push(id);
             }
         }
-        for id in slow {
-            self.remove(id, LeaveReason::SendqExceeded);
+    }
+
+    /// Drops slow consumers and announces their leaves. A leave can overflow others in
+    /// turn, so this is a work list, not recursion (a chain of thousands of non-readers
+    /// must not exhaust the stack). Each round takes all its members out before announcing
+    /// any, so no dropped member is sent another's leave.
+    fn drop_slow(&mut self, mut slow: Vec<MemberId>) {
+        while !slow.is_empty() {
+            let gone: Vec<Member> = slow.drain(..).filter_map(|id| self.take(id)).collect();
+            for member in gone {
+                member.outbox.kill();
+                let leave = Rendered::new(ServerEvent::Leave {
+                    addr: member.addr.to_string(),
+                    name: member.name,
+                    reason: LeaveReason::SendqExceeded,
+                });
+                self.push_all(&leave, None, &mut slow);
+            }
         }
     }
 
@@ -241,18 +271,21 @@ impl State {
             return;
         };
         if member.outbox.reply(event).is_err() {
-            self.remove(id, LeaveReason::SendqExceeded);
+            self.drop_slow(vec![id]);
         }
     }
 
+    /// Takes `id` out of the room, silently.
+    fn take(&mut self, id: MemberId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        self.names.remove(&name_key(&member.name));
+        Some(member)
+    }
+
     fn remove(&mut self, id: MemberId, reason: LeaveReason) -> bool {
-        let Some(member) = self.members.remove(&id) else {
+        let Some(member) = self.take(id) else {
             return false;
         };
-        self.names.remove(&name_key(&member.name));
-        if reason == LeaveReason::SendqExceeded {
-            member.outbox.kill();
-        }
         let leave = Rendered::new(ServerEvent::Leave {
             addr: member.addr.to_string(),
             name: member.name,
@@ -260,5 +293,57 @@ impl State {
         });
         self.broadcast(&leave, None);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox;
+
+    #[test]
+    fn a_room_of_non_readers_overflowing_at_once_is_dropped_without_recursion() {
+        // A small stack: dropping them must not nest one call per member.
+        let dropped = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let hub = Hub::new();
+                let count: MemberId = 100_000;
+                {
+                    // Seated directly, without 100,000 login broadcasts.
+                    let mut state = hub.lock();
+                    for id in 0..count {
+                        let (outbox, _writer) = outbox::channel(16);
+                        let addr: Arc<str> = format!("10.0.{}.{}:1", id / 256, id % 256).into();
+                        let name = addr.to_string();
+                        state.members.insert(id, Member { addr, name, outbox });
+                    }
+                    state.next_id = count;
+                }
+                // One line too long for every queue at once.
+                hub.chat(0, "more than sixteen bytes".into());
+                hub.len()
+            })
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(dropped, 0);
+    }
+
+    #[test]
+    fn leaves_that_overflow_others_drop_them_too() {
+        let hub = Hub::new();
+        // Queues that take a login line each and little more.
+        let mut writers = Vec::new();
+        for i in 0..3 {
+            let (outbox, writer) = outbox::channel(if i == 0 { 0 } else { 200 });
+            writers.push(writer);
+            hub.join(&format!("127.0.0.1:{}", 1000 + i), outbox);
+        }
+        // Member 0 has no bound; 1 and 2 overflow on a long chat line, and their leaves are
+        // announced to member 0 only.
+        hub.chat(0, "x".repeat(150));
+        assert_eq!(hub.users().len(), 1);
+        drop(writers);
     }
 }

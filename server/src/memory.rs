@@ -35,7 +35,8 @@ pub async fn release_after_bursts(hub: Arc<Hub>, shutdown: CancellationToken) {
         last_seen = now;
         if quiet && now - released_at >= BURST {
             released_at = now;
-            release_free_memory();
+            // Walking a large heap takes a while: not on a thread that serves users.
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
         }
     }
 }

@@ -1,10 +1,11 @@
-//! A token bucket: `burst` lines at once, then `rate` lines per second on average.
+//! A token bucket: `burst` lines at once, then `rate` lines per second on average. Either
+//! being `0` means no limit.
 
 use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct TokenBucket {
-    /// Tokens added per second; `0` disables the limit.
+    /// Tokens added per second; `0` (or a `burst` of `0`) disables the limit.
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -14,9 +15,10 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
+        let unlimited = burst == 0 || rate.is_nan() || rate <= 0.0;
+        let burst = f64::from(burst);
         TokenBucket {
-            rate,
+            rate: if unlimited { 0.0 } else { rate },
             burst,
             tokens: burst,
             updated: Instant::now(),
@@ -59,8 +61,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn zero_rate_is_unlimited() {
-        let mut bucket = TokenBucket::new(0.0, 1);
-        assert!((0..10_000).all(|_| bucket.try_take()));
+    async fn zero_rate_or_zero_burst_is_unlimited() {
+        for (rate, burst) in [(0.0, 1), (5.0, 0), (f64::NAN, 20)] {
+            let mut bucket = TokenBucket::new(rate, burst);
+            assert!((0..10_000).all(|_| bucket.try_take()), "{rate} {burst}");
+        }
     }
 }

@@ -86,6 +86,14 @@ pub async fn serve(
     });
 
     let id = hub.join(&peer.to_string(), outbox.clone());
+    // However this function ends, a panic included, the member leaves and the writer is
+    // told to finish: no ghost in `who`, no task or slot kept forever. After a normal end
+    // the leave below has already happened and this one finds nobody.
+    let _departure = Departure {
+        hub: hub.clone(),
+        id,
+        outbox: outbox.clone(),
+    };
     let mut session = Session {
         hub: &hub,
         config: &config,
@@ -102,7 +110,8 @@ pub async fn serve(
     // the shared shutdown token (a lock all sessions contend on) and the timer wheel.
     let shutting_down = shutdown.cancelled();
     let killed = outbox.killed();
-    let idle_timeout = config.idle_timeout;
+    // Absurdly long timeouts are capped so the deadline arithmetic cannot overflow.
+    let idle_timeout = config.idle_timeout.min(MAX_IDLE_TIMEOUT);
     let idle = sleep_until(session.last_line + idle_timeout);
     tokio::pin!(shutting_down, killed, idle);
 
@@ -135,36 +144,43 @@ pub async fn serve(
         }
         End::Timeout => {
             let after = humantime::format_duration(config.idle_timeout);
-            hub.reply(
-                id,
-                ServerEvent::notice(
-                    NoticeCode::IdleTimeout,
-                    format!("no complete line for {after}: disconnected for idling"),
-                ),
+            let notice = ServerEvent::notice(
+                NoticeCode::IdleTimeout,
+                format!("no complete line for {after}: disconnected for idling"),
             );
-            hub.leave(id, LeaveReason::Timeout);
+            hub.say_and_leave(id, notice, LeaveReason::Timeout);
         }
         End::ExcessFlood => {
-            hub.reply(
-                id,
-                ServerEvent::error(
-                    ErrorCode::ExcessFlood,
-                    "excess flood: you kept sending too fast; disconnecting",
-                ),
+            let error = ServerEvent::error(
+                ErrorCode::ExcessFlood,
+                "excess flood: you kept sending too fast; disconnecting",
             );
-            hub.leave(id, LeaveReason::ExcessFlood);
+            hub.say_and_leave(id, error, LeaveReason::ExcessFlood);
         }
         End::Shutdown => {
-            hub.reply(
-                id,
-                ServerEvent::notice(NoticeCode::Shutdown, "server shutting down; goodbye"),
-            );
-            hub.forget(id);
+            let notice = ServerEvent::notice(NoticeCode::Shutdown, "server shutting down; goodbye");
+            hub.say_and_forget(id, notice);
         }
     }
     tracing::debug!(%peer, "session ended");
-    // The writer flushes what is queued (within a bound) and closes the socket.
-    outbox.close();
+}
+
+/// Idle timeouts beyond this (about 30 years) are taken as this, which is as good as never.
+const MAX_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
+
+/// Makes a member leave and its writer finish when dropped.
+struct Departure {
+    hub: Arc<Hub>,
+    id: MemberId,
+    outbox: outbox::Outbox,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        self.hub.leave(self.id, LeaveReason::Quit);
+        // The writer flushes what is queued (within a bound) and closes the socket.
+        self.outbox.close();
+    }
 }
 
 impl Session<'_> {
@@ -203,6 +219,8 @@ impl Session<'_> {
             end = match frame {
                 Frame::Line(line) => self.on_line(line),
                 Frame::TooLong => {
+                    // A line, even a refused one, uses up the turn for `hello`.
+                    self.first_line = false;
                     self.error(
                         ErrorCode::LineTooLong,
                         format!(
@@ -236,7 +254,7 @@ impl Session<'_> {
                     ),
                 );
             }
-            return (self.flood_dropped > self.config.burst.max(1)).then_some(End::ExcessFlood);
+            return (self.flood_dropped > self.config.burst).then_some(End::ExcessFlood);
         }
         self.flood_dropped = 0;
 

@@ -49,6 +49,18 @@ async fn bad_renames_are_refused_with_a_reason() {
             "error: rename refused: name must not contain control or invisible characters (found U+202E)",
         ),
         (
+            "rename|bob\u{E0020}",
+            "error: rename refused: name must not contain control or invisible characters (found U+E0020)",
+        ),
+        (
+            "rename|\u{3164}",
+            "error: rename refused: name must not contain control or invisible characters (found U+3164)",
+        ),
+        (
+            "rename|\u{0338}x",
+            "error: rename refused: name must not start with a combining mark (found U+0338)",
+        ),
+        (
             "rename|abcdefghijklmnopqrstuvwxyz0123456",
             "error: rename refused: name is 33 characters long; at most 32 are allowed",
         ),

@@ -89,6 +89,42 @@ async fn the_default_rate_lets_a_human_paste_a_paragraph() {
 }
 
 #[tokio::test]
+async fn a_zero_burst_means_no_flood_limit() {
+    let server = TestServer::with_config(Config {
+        rate: 1.0,
+        burst: 0,
+        ..Config::default()
+    })
+    .await;
+    let mut alice = server.join().await;
+    let a = alice.addr.clone();
+    let lines: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    alice.send_raw(lines.as_bytes()).await;
+    for i in 0..100 {
+        alice.expect(&said(&a, &a, &format!("line {i}"))).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_endless_idle_timeout_never_fires_and_never_breaks_the_session() {
+    let server = TestServer::with_config(Config {
+        idle_timeout: Duration::MAX,
+        ..Config::unlimited()
+    })
+    .await;
+    let mut alice = server.join().await;
+    let mut bob = server.join().await;
+    let (a, b) = (alice.addr.clone(), bob.addr.clone());
+    alice.expect(&said(&b, &b, "login")).await;
+    assert_eq!(
+        bob.who().await,
+        vec![format!("{a}:{a}"), format!("{b}:{b}")]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn flood_leaves_are_typed_for_programs() {
     let server = TestServer::with_config(Config {
         rate: 1.0,
@@ -159,6 +195,20 @@ async fn connections_over_the_server_limit_are_refused_with_a_reason() {
         d.expect_closed().await,
         vec!["error: server full (3 connections); try again later".to_string()]
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn json_errors_quoting_the_sender_are_sanitized() {
+    let server = TestServer::start().await;
+    let mut bot = server.join_json().await;
+    bot.send("{\"type\":\"dance\u{202E}\x1b[2J\"}").await;
+    let line = bot.line().await;
+    assert!(
+        !line.contains('\u{202E}') && !line.contains('\x1b') && !line.contains("\\u001b"),
+        "{line}"
+    );
+    assert!(line.contains(r#""code":"bad_request""#), "{line}");
     server.stop().await;
 }
 

@@ -152,6 +152,29 @@ async fn errors_are_typed_and_bad_json_is_refused() {
 }
 
 #[tokio::test]
+async fn only_the_exact_hello_line_switches_and_a_refused_first_line_uses_the_turn() {
+    let server = TestServer::with_config(chat_server::Config {
+        max_line_bytes: 100,
+        ..chat_server::Config::unlimited()
+    })
+    .await;
+    let mut other = server.join().await;
+    let o = other.addr.clone();
+    let hello_v2 = r#"{"type":"hello","version":2}"#;
+    other.send(hello_v2).await;
+    other.expect(&said(&o, &o, hello_v2)).await;
+
+    let mut long = server.join().await;
+    let l = long.addr.clone();
+    long.send(&"x".repeat(200)).await;
+    long.expect("error: line longer than 100 bytes; discarded")
+        .await;
+    long.send(HELLO_LINE).await;
+    long.expect(&said(&l, &l, HELLO_LINE)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn hello_is_only_honoured_as_the_first_line() {
     let server = TestServer::start().await;
     let mut nc = server.join().await;
