@@ -100,6 +100,14 @@ fn setup_terminal() -> anyhow::Result<(Tui, TerminalGuard)> {
     Ok((terminal, guard))
 }
 
+/// Lets the end-to-end tests check that a panic restores the terminal (`tests/e2e.rs`).
+/// Debug builds only: a release build ignores the variable.
+fn panic_if_asked() {
+    if cfg!(debug_assertions) && std::env::var_os("CHAT_TUI_TEST_PANIC").is_some() {
+        panic!("panic requested by CHAT_TUI_TEST_PANIC");
+    }
+}
+
 fn terminal_msg(event: Event) -> Option<Msg> {
     match event {
         Event::Key(key) => Some(Msg::Key(key)),
@@ -143,6 +151,7 @@ async fn run(
         if app.dirty {
             terminal.draw(|frame| ui::draw(frame, &app))?;
             app.dirty = false;
+            panic_if_asked();
         }
         let first = tokio::select! {
             event = terminal_events.next() => match event {

@@ -84,6 +84,15 @@ struct Tui {
 
 impl Tui {
     fn start(label: &'static str, server: SocketAddr, name: &str) -> Tui {
+        Tui::start_with_env(label, server, name, &[])
+    }
+
+    fn start_with_env(
+        label: &'static str,
+        server: SocketAddr,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Tui {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -95,6 +104,9 @@ impl Tui {
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
         command.args(["--server", &server.to_string(), "--name", name, "--no-bell"]);
         command.env("TERM", "xterm-256color");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = pair.slave.spawn_command(command).expect("spawn chat-tui");
         drop(pair.slave);
         let parser = Arc::new(Mutex::new(vt100::Parser::new(ROWS, COLS, 0)));
@@ -377,4 +389,19 @@ fn reconnects_and_takes_its_name_again() {
     carol.assert_restored();
     shutdown.cancel();
     let _ = runtime.block_on(serving);
+}
+
+#[test]
+fn a_panic_restores_the_terminal_and_leaves_the_message_readable() {
+    let server = Server::start();
+    let mut dave =
+        Tui::start_with_env("dave", server.addr, "dave", &[("CHAT_TUI_TEST_PANIC", "1")]);
+    let status = dave.wait_exit();
+    assert!(!status.success(), "a panic exits with failure");
+    dave.assert_restored();
+    let screen = dave.screen_text();
+    assert!(
+        screen.contains("panic requested by CHAT_TUI_TEST_PANIC"),
+        "the message is on the normal screen:\n{screen}"
+    );
 }
