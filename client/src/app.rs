@@ -29,6 +29,11 @@ pub const PASTE_CONFIRM_OVER: usize = 5;
 pub const WHEEL_STEP: usize = 3;
 /// Lines kept in the input history.
 pub const HISTORY_CAP: usize = 500;
+/// After a reconnect the server may still hold our name for the old, half-dead connection
+/// until its idle timeout (30 s by default): ask again this often...
+pub const RETAKE_RETRY: Duration = Duration::from_secs(5);
+/// ...this many times in all (two minutes), then give the queued lines up to the address.
+pub const RETAKE_ATTEMPTS: u32 = 24;
 
 /// Command-line choices that shape the app.
 #[derive(Debug, Clone)]
@@ -190,6 +195,23 @@ impl RenameDialog {
     }
 }
 
+/// Taking the chosen name again after a (re)connect. While it is not `Idle` the outbox is
+/// held, so lines typed meanwhile go out under the name and not under the bare address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retake {
+    Idle,
+    /// Rename number `attempt` was sent and not yet answered.
+    InFlight {
+        attempt: u32,
+    },
+    /// Refused because the old connection still holds the name; ask again at `at` (set by
+    /// the next tick when the refusal came before any tick).
+    Waiting {
+        attempt: u32,
+        at: Option<Instant>,
+    },
+}
+
 /// Tab completion in progress: repeated Tabs cycle through the matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Completion {
@@ -210,6 +232,10 @@ pub struct App {
     pub own_name: Option<String>,
     /// The name to take again after a reconnect: `--name`, then each successful rename.
     pub chosen_name: Option<String>,
+    /// The server granted `chosen_name` once, so a refusal after a reconnect is most likely
+    /// our own old connection still holding it: worth retrying.
+    chosen_confirmed: bool,
+    pub retake: Retake,
     /// Online users, sorted by name (case-insensitively).
     pub users: Vec<UserInfo>,
     pub scrollback: Scrollback,
@@ -246,6 +272,8 @@ impl App {
         let scrollback = Scrollback::new(settings.scrollback);
         App {
             chosen_name: settings.name.clone(),
+            chosen_confirmed: false,
+            retake: Retake::Idle,
             settings,
             connection: Connection::Connecting { attempt: 1 },
             plain: false,
@@ -612,6 +640,9 @@ impl App {
         dialog.waiting = true;
         dialog.server_error = None;
         self.rename_in_flight = Some(name.clone());
+        // The user picked a name: stop retrying the old one and let the queued lines follow
+        // this rename (the server answers in order, so they go out under it if it succeeds).
+        self.retake = Retake::Idle;
         effects.push(Effect::Send(ClientCommand::Rename { name }));
     }
 
@@ -730,6 +761,7 @@ impl App {
         if !self.is_connected() {
             return;
         }
+        self.retry_retake(now, effects);
         let since_who = self.last_who.map(|t| now.saturating_duration_since(t));
         let refresh_due = since_who.is_none_or(|d| d >= WHO_REFRESH);
         let allowed = since_who.is_none_or(|d| d >= WHO_MIN_INTERVAL);
@@ -741,8 +773,35 @@ impl App {
         }
     }
 
+    fn retry_retake(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        let Retake::Waiting { attempt, at } = self.retake else {
+            return;
+        };
+        let Some(at) = at else {
+            self.retake = Retake::Waiting {
+                attempt,
+                at: Some(now + RETAKE_RETRY),
+            };
+            return;
+        };
+        if now < at || self.rename_in_flight.is_some() || self.send_tokens < 1.0 {
+            return;
+        }
+        let Some(chosen) = self.chosen_name.clone() else {
+            self.retake = Retake::Idle;
+            return;
+        };
+        self.send_tokens -= 1.0;
+        self.retake = Retake::InFlight {
+            attempt: attempt + 1,
+        };
+        self.rename_in_flight = Some(chosen.clone());
+        effects.push(Effect::Send(ClientCommand::Rename { name: chosen }));
+    }
+
     fn pump_outbox(&mut self, effects: &mut Vec<Effect>) {
-        if !self.is_connected() {
+        // Held while the name is being taken back, so queued lines go out under it.
+        if !self.is_connected() || self.retake != Retake::Idle {
             return;
         }
         while self.send_tokens >= 1.0
@@ -763,6 +822,11 @@ impl App {
             }
             NetEvent::Connected { plain } => {
                 self.plain = plain;
+                // A new session: the old one's address and name mean nothing to it. (In plain
+                // mode `on_ready` runs before the server says who we are; a stale name equal
+                // to the chosen one would keep it from renaming.)
+                self.own_addr = None;
+                self.own_name = None;
                 // In JSON mode the welcome follows at once and says who we are; only then
                 // may the rename and the queued lines go, in that order.
                 if plain {
@@ -780,6 +844,7 @@ impl App {
                 self.connection = Connection::Disconnected { reason, retry_in };
                 self.users.clear();
                 self.rename_in_flight = None;
+                self.retake = Retake::Idle;
                 if let Some(dialog) = &mut self.rename {
                     dialog.waiting = false;
                 }
@@ -830,8 +895,55 @@ impl App {
             return;
         }
         self.rename_in_flight = Some(chosen.clone());
+        self.retake = Retake::InFlight { attempt: 1 };
         self.send_tokens -= 1.0;
         effects.push(Effect::Send(ClientCommand::Rename { name: chosen }));
+    }
+
+    /// The server refused the automatic rename to the chosen name: retry when the refusal is
+    /// likely our own old connection, else report it and let the queued lines go.
+    fn on_retake_refused(&mut self, attempt: u32, code: ErrorCode, wanted: &str, message: &str) {
+        let taken = code == ErrorCode::NameTaken || (self.plain && code == ErrorCode::Other);
+        let queued = self.outbox.len();
+        if taken && self.chosen_confirmed && attempt < RETAKE_ATTEMPTS {
+            self.retake = Retake::Waiting {
+                attempt,
+                at: self.last_tick.map(|t| t + RETAKE_RETRY),
+            };
+            if attempt == 1 {
+                self.info(
+                    EntryKind::Info,
+                    format!(
+                        "the server still holds {wanted} for the connection that was lost, \
+                         until it times out: asking again every {}s; {queued} queued line(s) \
+                         wait to go out under it (F2 to pick another name)",
+                        RETAKE_RETRY.as_secs()
+                    ),
+                );
+            }
+            return;
+        }
+        self.retake = Retake::Idle;
+        let addr = self
+            .own_addr
+            .clone()
+            .unwrap_or_else(|| "your address".into());
+        let tail = if queued > 0 {
+            format!("; {queued} queued line(s) are sent as {addr}")
+        } else {
+            String::new()
+        };
+        let gave_up = if attempt >= RETAKE_ATTEMPTS && taken {
+            " (gave up retrying)"
+        } else {
+            ""
+        };
+        self.info(
+            EntryKind::Error,
+            format!(
+                "could not take the name {wanted}: {message}{gave_up} (F2 to pick another){tail}"
+            ),
+        );
     }
 
     fn is_own(&self, addr: &str) -> bool {
@@ -878,6 +990,10 @@ impl App {
                 // The plain server's way of saying who you are.
                 self.own_addr = Some(addr);
                 self.own_name = Some(name);
+                // Only if the rename at connect somehow did not go (it normally already has).
+                if self.rename_in_flight.is_none() && self.retake == Retake::Idle {
+                    self.rename_to_chosen(effects);
+                }
             }
             ServerEvent::Join { addr, name } => {
                 if !self.users.iter().any(|u| u.addr == addr) {
@@ -943,6 +1059,8 @@ impl App {
                 };
                 self.rename_in_flight = None;
                 self.rename = None;
+                self.retake = Retake::Idle;
+                self.chosen_confirmed = true;
                 if let Some(addr) = &self.own_addr
                     && let Some(user) = self.users.iter_mut().find(|u| &u.addr == addr)
                 {
@@ -966,6 +1084,10 @@ impl App {
                 let about_rename = matches!(code, ErrorCode::NameTaken | ErrorCode::InvalidName)
                     || (code == ErrorCode::Other && self.plain);
                 if about_rename && let Some(wanted) = self.rename_in_flight.take() {
+                    if let Retake::InFlight { attempt } = self.retake {
+                        self.on_retake_refused(attempt, code, &wanted, &message);
+                        return;
+                    }
                     if let Some(dialog) = &mut self.rename {
                         dialog.waiting = false;
                         dialog.server_error = Some(message);

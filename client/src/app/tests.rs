@@ -441,12 +441,164 @@ fn lines_typed_while_disconnected_are_kept_and_sent_after_reconnect() {
     let effects = app.update(welcome("127.0.0.1:5001"));
     assert_eq!(
         sent(&effects),
-        vec![
-            rename("alice"),
-            said("lost in flight"),
-            said("are you there?")
-        ]
+        vec![rename("alice")],
+        "the queued lines wait until the name is back"
     );
+    let effects = app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    assert_eq!(
+        sent(&effects),
+        vec![said("lost in flight"), said("are you there?")]
+    );
+}
+
+/// Commands other than the periodic `who`.
+fn sent_except_who(effects: &[Effect]) -> Vec<ClientCommand> {
+    sent(effects)
+        .into_iter()
+        .filter(|c| *c != ClientCommand::Who)
+        .collect()
+}
+
+fn lose_connection(app: &mut App) {
+    app.update(Msg::Net(NetEvent::Disconnected {
+        reason: "reset".into(),
+        retry_in: Duration::from_millis(500),
+    }));
+}
+
+#[test]
+fn plain_mode_takes_the_name_again_after_a_reconnect() {
+    let mut app = App::new(Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    });
+    let effects = app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+    app.update(server(ServerEvent::Here {
+        addr: ME.into(),
+        name: ME.into(),
+    }));
+    app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    assert_eq!(app.own_name.as_deref(), Some("alice"));
+    lose_connection(&mut app);
+    // The plain server says who we are only after the connection is up: the client must
+    // not take its old name for the new connection's.
+    let effects = app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+    let effects = app.update(server(ServerEvent::Here {
+        addr: "127.0.0.1:5001".into(),
+        name: "127.0.0.1:5001".into(),
+    }));
+    assert!(sent(&effects).is_empty(), "one rename is enough");
+    app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    assert_eq!(app.own_name.as_deref(), Some("alice"));
+}
+
+/// A client that had the name alice, lost its connection, queued a line, reconnected and
+/// asked for alice again, and was told the name is taken.
+fn reconnected_while_old_session_holds_the_name(clock: &Clock) -> App {
+    let settings = Settings {
+        name: Some("alice".into()),
+        ..Settings::default()
+    };
+    let (mut app, _) = connected_with(settings);
+    app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    clock.tick(&mut app, 0);
+    lose_connection(&mut app);
+    type_text(&mut app, "are you there?");
+    app.update(key(KeyCode::Enter));
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome("127.0.0.1:5001"));
+    assert_eq!(sent(&effects), vec![rename("alice")]);
+    let effects = app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "the name alice is taken",
+    )));
+    assert!(sent(&effects).is_empty(), "the queued line still waits");
+    app
+}
+
+#[test]
+fn a_name_still_held_by_the_lost_connection_is_asked_for_again_before_queued_lines_go() {
+    let clock = Clock(Instant::now());
+    let mut app = reconnected_while_old_session_holds_the_name(&clock);
+    let said_so = texts(&app).last().unwrap().clone();
+    assert!(said_so.contains("still holds alice"), "{said_so}");
+    assert!(said_so.contains("1 queued line"), "{said_so}");
+    assert!(sent_except_who(&clock.tick(&mut app, 4_000)).is_empty());
+    assert_eq!(
+        sent_except_who(&clock.tick(&mut app, 5_100)),
+        vec![rename("alice")]
+    );
+    app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "the name alice is taken",
+    )));
+    assert_eq!(
+        texts(&app).last().unwrap(),
+        &said_so,
+        "said once, not per try"
+    );
+    assert!(sent_except_who(&clock.tick(&mut app, 9_000)).is_empty());
+    assert_eq!(
+        sent_except_who(&clock.tick(&mut app, 10_200)),
+        vec![rename("alice")]
+    );
+    // The old connection timed out at last.
+    let effects = app.update(server(ServerEvent::Renamed {
+        name: "alice".into(),
+    }));
+    assert_eq!(sent(&effects), vec![said("are you there?")]);
+    assert_eq!(app.retake, Retake::Idle);
+}
+
+#[test]
+fn picking_another_name_while_waiting_for_the_old_one_lets_queued_lines_go() {
+    let clock = Clock(Instant::now());
+    let mut app = reconnected_while_old_session_holds_the_name(&clock);
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "alice2");
+    let effects = app.update(key(KeyCode::Enter));
+    assert_eq!(
+        sent(&effects),
+        vec![rename("alice2"), said("are you there?")],
+        "the rename goes first, so the line is said under the new name"
+    );
+    assert!(sent_except_who(&clock.tick(&mut app, 60_000)).is_empty());
+}
+
+#[test]
+fn retaking_the_name_gives_up_after_a_while_and_says_where_the_lines_went() {
+    let clock = Clock(Instant::now());
+    let mut app = reconnected_while_old_session_holds_the_name(&clock);
+    let mut millis = 0;
+    let mut renames = 1;
+    let mut released = Vec::new();
+    while app.retake != Retake::Idle {
+        millis += 1_000;
+        let effects = clock.tick(&mut app, millis);
+        if sent_except_who(&effects).contains(&rename("alice")) {
+            renames += 1;
+            released = sent(&app.update(server(ServerEvent::error(
+                ErrorCode::NameTaken,
+                "the name alice is taken",
+            ))));
+        }
+        assert!(millis < 1_000_000, "never gave up");
+    }
+    assert_eq!(renames, RETAKE_ATTEMPTS);
+    let last = texts(&app).pop().unwrap();
+    assert!(last.contains("gave up"), "{last}");
+    assert!(last.contains(&format!("sent as {ME}")), "{last}");
+    assert_eq!(released, vec![said("are you there?")]);
 }
 
 #[test]
