@@ -7,7 +7,7 @@
 //! `cargo bench -p chat-tui --bench render`; under `cargo test --benches` each case runs once.
 
 use chat_protocol::{ServerEvent, UserInfo};
-use chat_tui::app::{App, Msg, Settings};
+use chat_tui::app::{App, Msg, ScrollPos, Settings};
 use chat_tui::net::NetEvent;
 use chat_tui::ui;
 use chrono::NaiveTime;
@@ -124,7 +124,7 @@ fn bench_draw_case(c: &mut Criterion, group_name: &str, text: Text, scrolled_hal
     for lines in SCROLLBACK_SIZES {
         let mut app = app_with_lines(lines, text);
         if scrolled_halfway {
-            app.scroll = Some(app.scrollback.first_seq() + lines as u64 / 2);
+            app.scroll = Some(ScrollPos::at(app.scrollback.first_seq() + lines as u64 / 2));
         }
         let mut terminal = terminal();
         group.bench_with_input(BenchmarkId::from_parameter(lines), &app, |b, app| {
@@ -161,7 +161,7 @@ fn apply_incoming(c: &mut Criterion) {
                 || {
                     let mut app = full.clone();
                     if scrolled {
-                        app.scroll = Some(app.scrollback.first_seq() + 100);
+                        app.scroll = Some(ScrollPos::at(app.scrollback.first_seq() + 100));
                     }
                     (app, events.clone())
                 },

@@ -25,7 +25,7 @@ pub const SEND_RATE: f64 = 4.0;
 pub const SEND_BURST: f64 = 10.0;
 /// A paste with more lines than this asks before sending.
 pub const PASTE_CONFIRM_OVER: usize = 5;
-/// Entries the mouse wheel scrolls per notch.
+/// Rows the mouse wheel scrolls per notch.
 pub const WHEEL_STEP: usize = 3;
 /// Lines kept in the input history.
 pub const HISTORY_CAP: usize = 500;
@@ -178,6 +178,27 @@ impl Scrollback {
     }
 }
 
+/// Where the message pane is when scrolled up: its bottom row is a row of entry `seq`, with
+/// `skip` more rows of that entry below the view. Counting rows inside an entry lets every
+/// row of a message taller than the pane be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrollPos {
+    pub seq: u64,
+    pub skip: usize,
+}
+
+impl ScrollPos {
+    /// Entry `seq`'s last row at the bottom of the view.
+    pub fn at(seq: u64) -> Self {
+        ScrollPos { seq, skip: 0 }
+    }
+
+    /// True when `self` shows older rows than `other`.
+    fn is_above(self, other: ScrollPos) -> bool {
+        self.seq < other.seq || (self.seq == other.seq && self.skip > other.skip)
+    }
+}
+
 /// The rename popup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenameDialog {
@@ -239,8 +260,8 @@ pub struct App {
     /// Online users, sorted by name (case-insensitively).
     pub users: Vec<UserInfo>,
     pub scrollback: Scrollback,
-    /// `None`: pinned to the newest line. `Some(seq)`: scrolled up, `seq` is the bottom line.
-    pub scroll: Option<u64>,
+    /// `None`: pinned to the newest line. `Some(pos)`: scrolled up to `pos`.
+    pub scroll: Option<ScrollPos>,
     pub input: LineEditor,
     pub history: Vec<String>,
     /// Position while browsing history with Up/Down, and the draft it replaced.
@@ -308,7 +329,10 @@ impl App {
     /// Lines below the view when scrolled up.
     pub fn lines_below(&self) -> u64 {
         match self.scroll {
-            Some(seq) => self.scrollback.last_seq().saturating_sub(seq),
+            // The rest of a partly shown entry counts as a line below.
+            Some(pos) => {
+                self.scrollback.last_seq().saturating_sub(pos.seq) + u64::from(pos.skip > 0)
+            }
             None => 0,
         }
     }
@@ -327,8 +351,8 @@ impl App {
                 self.dirty = true;
                 self.on_paste(&text);
             }
-            Msg::WheelUp => self.scroll_up_entries(WHEEL_STEP),
-            Msg::WheelDown => self.scroll_down_entries(WHEEL_STEP),
+            Msg::WheelUp => self.scroll_up_rows(WHEEL_STEP),
+            Msg::WheelDown => self.scroll_down_rows(WHEEL_STEP),
             Msg::Resize { width, height } => {
                 self.size = (width, height);
                 self.dirty = true;
@@ -353,10 +377,10 @@ impl App {
 
     fn push_entry(&mut self, entry: Entry) {
         self.scrollback.push(entry);
-        if let Some(seq) = self.scroll
-            && seq < self.scrollback.first_seq()
+        if let Some(pos) = self.scroll
+            && pos.seq < self.scrollback.first_seq()
         {
-            self.scroll = Some(self.scrollback.first_seq());
+            self.scroll = Some(ScrollPos::at(self.scrollback.first_seq()));
         }
         self.dirty = true;
     }
@@ -661,92 +685,123 @@ impl App {
             .map_or(1, |e| crate::ui::entry_rows(e, width))
     }
 
-    /// The bottom line when the oldest line is at the top: scrolling up stops there.
-    fn top_anchor(&self) -> u64 {
-        let (width, height) = self.pane_size();
-        let (first, last) = (self.scrollback.first_seq(), self.scrollback.last_seq());
+    /// Rows the pane shows when scrolled up: the bottom one holds the "more below" marker.
+    fn scrolled_view_rows(&self) -> usize {
+        let (_, height) = self.pane_size();
+        if height > 1 {
+            height - 1
+        } else {
+            height.max(1)
+        }
+    }
+
+    /// The position that shows the oldest row at the top (scrolling up stops there), or
+    /// `None` when everything fits. Walks at most a screenful of entries.
+    fn top_anchor(&self) -> Option<ScrollPos> {
+        let (width, _) = self.pane_size();
+        let height = self.scrolled_view_rows();
         let mut rows = 0;
-        let mut seq = first;
-        while seq <= last {
+        let mut seq = self.scrollback.first_seq();
+        while seq <= self.scrollback.last_seq() {
             rows += self.rows_of(seq, width);
             if rows >= height {
-                return seq;
+                return Some(ScrollPos {
+                    seq,
+                    skip: rows - height,
+                });
             }
             seq += 1;
         }
-        last
+        None
     }
 
-    /// Sets the scroll position, pinning to the bottom when it reaches the newest line.
-    fn set_scroll(&mut self, seq: u64) {
-        let seq = seq.max(self.top_anchor().min(self.scrollback.last_seq()));
-        self.scroll = (seq < self.scrollback.last_seq()).then_some(seq);
+    /// Sets the scroll position, kept below the top and pinned to the bottom when it
+    /// reaches the newest row.
+    fn set_scroll(&mut self, pos: ScrollPos) {
         self.dirty = true;
+        let Some(anchor) = self.top_anchor() else {
+            self.scroll = None;
+            return;
+        };
+        let pos = if pos.is_above(anchor) { anchor } else { pos };
+        self.scroll = (pos.seq < self.scrollback.last_seq() || pos.skip > 0).then_some(pos);
     }
 
     fn scroll_to_top(&mut self) {
         if !self.scrollback.is_empty() {
-            self.set_scroll(self.scrollback.first_seq());
+            self.set_scroll(ScrollPos {
+                seq: self.scrollback.first_seq(),
+                skip: usize::MAX,
+            });
         }
     }
 
-    fn scroll_up_entries(&mut self, count: usize) {
+    /// Moves the view up by `count` rows, through the rows of long entries one by one.
+    /// Costs at most `count` entries, whatever the scrollback's length.
+    fn scroll_up_rows(&mut self, count: usize) {
         if self.scrollback.is_empty() {
             return;
         }
-        let bottom = self.scroll.unwrap_or(self.scrollback.last_seq());
-        self.set_scroll(bottom.saturating_sub(count as u64));
-    }
-
-    fn scroll_down_entries(&mut self, count: usize) {
-        if let Some(bottom) = self.scroll {
-            self.set_scroll(bottom + count as u64);
+        let (width, _) = self.pane_size();
+        let mut pos = self
+            .scroll
+            .unwrap_or(ScrollPos::at(self.scrollback.last_seq()));
+        let mut left = count;
+        loop {
+            let rows = self.rows_of(pos.seq, width);
+            // The width may have changed since the position was taken.
+            pos.skip = pos.skip.min(rows - 1);
+            let above_in_entry = rows - 1 - pos.skip;
+            if left <= above_in_entry {
+                pos.skip += left;
+                break;
+            }
+            if pos.seq <= self.scrollback.first_seq() {
+                pos.skip = rows - 1;
+                break;
+            }
+            left -= above_in_entry + 1;
+            pos = ScrollPos::at(pos.seq - 1);
         }
+        self.set_scroll(pos);
     }
 
-    /// Moves by a screenful less one row, so a line of context stays in view.
-    fn page_rows(&self) -> (usize, usize) {
-        let (width, height) = self.pane_size();
-        (width, height.saturating_sub(1).max(1))
+    /// Moves the view down by `count` rows; reaching the newest row pins it again.
+    fn scroll_down_rows(&mut self, count: usize) {
+        let Some(mut pos) = self.scroll else {
+            return;
+        };
+        let (width, _) = self.pane_size();
+        pos.skip = pos.skip.min(self.rows_of(pos.seq, width) - 1);
+        let mut left = count;
+        loop {
+            if left <= pos.skip {
+                pos.skip -= left;
+                break;
+            }
+            if pos.seq >= self.scrollback.last_seq() {
+                pos.skip = 0;
+                break;
+            }
+            left -= pos.skip + 1;
+            pos.seq += 1;
+            pos.skip = self.rows_of(pos.seq, width) - 1;
+        }
+        self.set_scroll(pos);
+    }
+
+    /// A screenful less one row, so a line of context stays in view.
+    fn page_rows(&self) -> usize {
+        let (_, height) = self.pane_size();
+        height.saturating_sub(1).max(1)
     }
 
     fn page_up(&mut self) {
-        if self.scrollback.is_empty() {
-            return;
-        }
-        let (width, page) = self.page_rows();
-        let mut seq = self.scroll.unwrap_or(self.scrollback.last_seq());
-        let mut rows = 0;
-        while seq > self.scrollback.first_seq() {
-            rows += self.rows_of(seq, width);
-            if rows > page {
-                break;
-            }
-            seq -= 1;
-        }
-        let current = self.scroll.unwrap_or(self.scrollback.last_seq());
-        self.set_scroll(if seq == current {
-            seq.saturating_sub(1)
-        } else {
-            seq
-        });
+        self.scroll_up_rows(self.page_rows());
     }
 
     fn page_down(&mut self) {
-        let Some(current) = self.scroll else {
-            return;
-        };
-        let (width, page) = self.page_rows();
-        let mut seq = current;
-        let mut rows = 0;
-        while seq < self.scrollback.last_seq() {
-            rows += self.rows_of(seq + 1, width);
-            if rows > page {
-                break;
-            }
-            seq += 1;
-        }
-        self.set_scroll(if seq == current { seq + 1 } else { seq });
+        self.scroll_down_rows(self.page_rows());
     }
 
     // ----- time -----

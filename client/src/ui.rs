@@ -1,11 +1,11 @@
 //! The view: draws an [`App`] and never changes it.
 //!
-//! The message pane is drawn from its newest visible line upwards, wrapping only the lines
-//! that fit on screen, so drawing costs the same with 100 lines of scrollback or 100,000.
+//! The message pane is drawn from its newest visible row upwards (a scroll position is an
+//! entry and a row within it), wrapping only the entries that fit on screen, so drawing costs the same with 100 lines of scrollback or 100,000.
 //! Wrapping counts display columns per grapheme, so CJK and emoji take their two cells and a
 //! combining accent stays on its letter.
 
-use crate::app::{App, Connection, Entry, EntryKind};
+use crate::app::{App, Connection, Entry, EntryKind, ScrollPos};
 use chat_protocol::names::name_key;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -286,13 +286,20 @@ fn draw_messages(frame: &mut Frame, app: &App, area: Rect) {
     let width = usize::from(area.width);
     let mut rows: Vec<Line<'static>> = Vec::with_capacity(height);
     if !app.scrollback.is_empty() {
-        let mut seq = app.scroll.unwrap_or(app.scrollback.last_seq());
+        let bottom = app
+            .scroll
+            .unwrap_or(ScrollPos::at(app.scrollback.last_seq()));
+        let mut seq = bottom.seq;
+        // Rows of the bottom entry that are below the view.
+        let mut skip = bottom.skip;
         // Newest first: stop as soon as the pane is full.
         while rows.len() < height {
             let Some(entry) = app.scrollback.get(seq) else {
                 break;
             };
             let mut lines = entry_lines(entry, width);
+            lines.truncate(lines.len().saturating_sub(skip).max(1));
+            skip = 0;
             while rows.len() < height
                 && let Some(line) = lines.pop()
             {

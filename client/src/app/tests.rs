@@ -768,19 +768,91 @@ fn scrolling_with_page_keys_home_end_and_wheel() {
     assert_eq!(app.scroll, None);
     app.update(key(KeyCode::PageUp));
     // The pane is 10 rows high: a page moves 9 one-row lines.
-    assert_eq!(app.scroll, Some(99 - 9));
+    assert_eq!(app.scroll, Some(ScrollPos::at(99 - 9)));
     assert_eq!(app.lines_below(), 9);
     app.update(key(KeyCode::PageDown));
     assert_eq!(app.scroll, None, "back at the bottom: pinned again");
     app.update(Msg::WheelUp);
-    assert_eq!(app.scroll, Some(99 - WHEEL_STEP as u64));
+    assert_eq!(app.scroll, Some(ScrollPos::at(99 - WHEEL_STEP as u64)));
     app.update(Msg::WheelDown);
     assert_eq!(app.scroll, None);
     app.update(key(KeyCode::Home));
-    assert_eq!(app.scroll, Some(9), "oldest line at the top of 10 rows");
+    // 10 rows, the bottom one the "more below" marker: lines 0 to 8.
+    assert_eq!(
+        app.scroll,
+        Some(ScrollPos::at(8)),
+        "oldest line at the top, above the marker"
+    );
     app.update(key(KeyCode::PageUp));
-    assert_eq!(app.scroll, Some(9), "cannot scroll past the top");
+    assert_eq!(
+        app.scroll,
+        Some(ScrollPos::at(8)),
+        "cannot scroll past the top"
+    );
     app.update(key(KeyCode::End));
+    assert_eq!(app.scroll, None);
+}
+
+/// A 10-row pane (58 columns) holding a short line, a message of many rows, and 3 short
+/// lines after it.
+fn with_a_message_taller_than_the_pane() -> (App, usize) {
+    let mut app = filled(1, 1000);
+    let long: Vec<String> = (0..150).map(|i| format!("word{i:02}")).collect();
+    app.update(chat(BOB, "bob", &long.join(" ")));
+    let (width, _) = app.pane_size();
+    let rows = app.rows_of(app.scrollback.last_seq(), width);
+    assert!(
+        rows > 12,
+        "the message must be taller than the pane: {rows}"
+    );
+    for i in 0..3 {
+        app.update(chat(BOB, "bob", &format!("after {i}")));
+    }
+    (app, rows)
+}
+
+#[test]
+fn the_wheel_and_page_keys_move_through_a_long_message_row_by_row() {
+    let (mut app, rows) = with_a_message_taller_than_the_pane();
+    let long = app.scrollback.last_seq() - 3;
+    app.update(Msg::WheelUp);
+    assert_eq!(
+        app.scroll,
+        Some(ScrollPos::at(long + 3 - WHEEL_STEP as u64))
+    );
+    app.update(Msg::WheelUp);
+    assert_eq!(
+        app.scroll,
+        Some(ScrollPos {
+            seq: long,
+            skip: WHEEL_STEP * 2 - 3
+        }),
+        "inside the long message"
+    );
+    // Paging up moves 9 rows at a time through the long message until its first row is at
+    // the top of the 9 rows above the marker, under the one line before it.
+    let mut pages = 0;
+    loop {
+        let before = app.scroll;
+        app.update(key(KeyCode::PageUp));
+        if app.scroll == before {
+            break;
+        }
+        pages += 1;
+        assert!(pages < 100, "stuck");
+    }
+    assert!(pages >= 2, "{pages}");
+    assert_eq!(
+        app.scroll,
+        Some(ScrollPos {
+            seq: long,
+            skip: rows - 8
+        })
+    );
+    // And back down the same way to the bottom.
+    for _ in 0..rows {
+        app.update(key(KeyCode::PageDown));
+    }
     assert_eq!(app.scroll, None);
 }
 
@@ -791,9 +863,12 @@ fn home_and_end_move_the_cursor_when_there_is_text() {
     app.update(key(KeyCode::Home));
     assert_eq!((app.scroll, app.input.cursor()), (None, 0));
     app.update(ctrl_key(KeyCode::Home));
-    assert_eq!(app.scroll, Some(9));
+    assert_eq!(app.scroll, Some(ScrollPos::at(8)));
     app.update(key(KeyCode::End));
-    assert_eq!((app.scroll, app.input.cursor()), (Some(9), 2));
+    assert_eq!(
+        (app.scroll, app.input.cursor()),
+        (Some(ScrollPos::at(8)), 2)
+    );
     app.update(ctrl_key(KeyCode::End));
     assert_eq!(app.scroll, None);
 }
@@ -822,8 +897,8 @@ fn scrollback_is_capped_and_the_view_follows_the_oldest_line() {
         app.update(chat(BOB, "bob", &format!("more {i}")));
     }
     assert_eq!(app.scrollback.len(), 20);
-    assert!(app.scroll.unwrap() >= app.scrollback.first_seq());
-    assert!(app.scroll.unwrap() > top);
+    assert!(app.scroll.unwrap().seq >= app.scrollback.first_seq());
+    assert!(app.scroll.unwrap().seq > top.seq);
 }
 
 #[test]

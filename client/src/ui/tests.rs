@@ -311,3 +311,33 @@ fn the_input_line_scrolls_to_keep_the_cursor_in_view() {
     let (text, column) = visible_slice("abcdef", 6, 4);
     assert_eq!((text, column), ("def", 3));
 }
+
+fn screen_text(terminal: &Terminal<TestBackend>) -> String {
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            text.push_str(buffer[(x, y)].symbol());
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn every_row_of_a_message_taller_than_the_pane_can_be_paged_to() {
+    let mut app = busy_app(80, 12);
+    let words: Vec<String> = (0..150).map(|i| format!("w{i:03}")).collect();
+    chat(&mut app, BOB, "robert", &words.join(" "));
+    for i in 0..3 {
+        chat(&mut app, BOB, "robert", &format!("after {i}"));
+    }
+    let mut seen = String::new();
+    for _ in 0..30 {
+        seen.push_str(&screen_text(&render(&app, 80, 12)));
+        key(&mut app, KeyCode::PageUp);
+    }
+    for word in &words {
+        assert!(seen.contains(word.as_str()), "{word} was never on screen");
+    }
+}
