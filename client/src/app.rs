@@ -270,6 +270,8 @@ pub struct App {
     pub rename: Option<RenameDialog>,
     /// A multi-line paste waiting for a yes or no.
     pub paste_confirm: Option<Vec<String>>,
+    /// The user asked to quit while lines were still queued: waiting for a yes or no.
+    pub quit_confirm: bool,
     pub show_help: bool,
     /// Chat lines waiting to be sent: while disconnected, or paced by the send rate.
     pub outbox: VecDeque<String>,
@@ -309,6 +311,7 @@ impl App {
             completion: None,
             rename: None,
             paste_confirm: None,
+            quit_confirm: false,
             show_help: false,
             outbox: VecDeque::new(),
             rename_in_flight: None,
@@ -390,7 +393,16 @@ impl App {
     fn on_key(&mut self, key: KeyEvent, effects: &mut Vec<Effect>) {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && key.code == KeyCode::Char('c') {
-            effects.push(Effect::Quit);
+            // A second Ctrl+C while asking means it.
+            if self.quit_confirm {
+                effects.push(Effect::Quit);
+            } else {
+                self.request_quit(effects);
+            }
+            return;
+        }
+        if self.quit_confirm {
+            self.on_quit_confirm_key(key, effects);
             return;
         }
         if self.show_help {
@@ -462,7 +474,7 @@ impl App {
         let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
         let arg = arg.trim();
         match verb {
-            "quit" | "exit" => effects.push(Effect::Quit),
+            "quit" | "exit" => self.request_quit(effects),
             "nick" | "rename" => {
                 if arg.is_empty() {
                     self.open_rename(None);
@@ -567,6 +579,34 @@ impl App {
             matches,
             index: 0,
         });
+    }
+
+    // ----- quitting -----
+
+    /// Quits at once unless lines are still queued: those are never dropped without asking.
+    fn request_quit(&mut self, effects: &mut Vec<Effect>) {
+        if self.outbox.is_empty() {
+            effects.push(Effect::Quit);
+        } else {
+            self.quit_confirm = true;
+        }
+    }
+
+    fn on_quit_confirm_key(&mut self, key: KeyEvent, effects: &mut Vec<Effect>) {
+        match key.code {
+            KeyCode::Char('y' | 'Y') => effects.push(Effect::Quit),
+            KeyCode::Char('n' | 'N') | KeyCode::Esc => {
+                self.quit_confirm = false;
+                let queued = self.outbox.len();
+                if queued > 0 {
+                    self.info(
+                        EntryKind::Info,
+                        format!("not quitting: {queued} queued line(s) will still be sent"),
+                    );
+                }
+            }
+            _ => {}
+        }
     }
 
     // ----- paste -----

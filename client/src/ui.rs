@@ -264,7 +264,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
         draw_sidebar(frame, app, sidebar);
     }
     draw_status(frame, app, areas.status);
-    let modal = app.show_help || app.paste_confirm.is_some() || app.rename.is_some();
+    let modal =
+        app.show_help || app.paste_confirm.is_some() || app.rename.is_some() || app.quit_confirm;
     draw_input(frame, app, areas.input, !modal);
     if app.rename.is_some() {
         draw_rename(frame, app, frame.area());
@@ -274,6 +275,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     if app.show_help {
         draw_help(frame, frame.area());
+    }
+    if app.quit_confirm {
+        draw_quit_confirm(frame, app.outbox.len(), frame.area());
     }
 }
 
@@ -526,6 +530,28 @@ fn draw_paste_confirm(frame: &mut Frame, count: usize, area: Rect) {
             " y/Enter: send · n/Esc: discard",
             Style::new().fg(Color::DarkGray),
         ),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+fn draw_quit_confirm(frame: &mut Frame, queued: usize, area: Rect) {
+    let popup = centred(area, 44, 5);
+    frame.render_widget(Clear, popup);
+    let block = Block::bordered()
+        .title(" Quit ".bold())
+        .border_style(Style::new().fg(Color::Red));
+    let question = if queued == 0 {
+        " Every queued line was sent. Quit?".to_string()
+    } else {
+        format!(
+            " {queued} line{} not sent yet: quit anyway?",
+            if queued == 1 { "" } else { "s" }
+        )
+    };
+    let lines = vec![
+        Line::from(question),
+        Line::raw(""),
+        Line::styled(" y: quit · n/Esc: stay", Style::new().fg(Color::DarkGray)),
     ];
     frame.render_widget(Paragraph::new(lines).block(block), popup);
 }

@@ -270,6 +270,32 @@ fn quit_with_ctrl_c_or_slash_quit() {
 }
 
 #[test]
+fn quitting_with_queued_lines_asks_first() {
+    let mut app = connected();
+    lose_connection(&mut app);
+    type_text(&mut app, "not sent yet");
+    app.update(key(KeyCode::Enter));
+    assert!(app.update(ctrl('c')).is_empty(), "asks instead");
+    assert!(app.quit_confirm);
+    type_text(&mut app, "x");
+    assert_eq!(app.input.text(), "", "keys answer the question");
+    app.update(key(KeyCode::Char('n')));
+    assert!(!app.quit_confirm);
+    assert_eq!(app.outbox.len(), 1);
+    assert!(texts(&app).last().unwrap().contains("not quitting"));
+    type_text(&mut app, "/quit");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(app.quit_confirm);
+    app.update(key(KeyCode::Esc));
+    assert!(!app.quit_confirm);
+    app.update(ctrl('c'));
+    assert_eq!(app.update(key(KeyCode::Char('y'))), vec![Effect::Quit]);
+    app.quit_confirm = false;
+    app.update(ctrl('c'));
+    assert_eq!(app.update(ctrl('c')), vec![Effect::Quit], "twice means it");
+}
+
+#[test]
 fn slash_commands() {
     let mut app = connected();
     type_text(&mut app, "//shrug");

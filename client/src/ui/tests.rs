@@ -201,6 +201,21 @@ fn disconnected_status_and_paste_question() {
     insta::assert_snapshot!(render(&app, 80, 12).backend());
 }
 
+#[test]
+fn quit_question_with_queued_lines() {
+    let mut app = busy_app(80, 12);
+    app.update(Msg::Net(NetEvent::Disconnected {
+        reason: "Connection reset by peer (os error 104)".into(),
+        retry_in: Duration::from_secs(2),
+    }));
+    app.update(Msg::Paste("one\ntwo\n".into()));
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    insta::assert_snapshot!(render(&app, 80, 12).backend());
+}
+
 fn plain_entry(text: &str) -> Entry {
     Entry {
         time: NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
