@@ -612,7 +612,42 @@ impl App {
     // ----- paste -----
 
     fn on_paste(&mut self, text: &str) {
+        // The input changes under the completion, so the next Tab starts afresh.
+        self.completion = None;
+        // A paste goes where the keys go: never past an open popup to the hidden input.
+        if self.show_help {
+            self.show_help = false;
+            self.info(EntryKind::Info, "paste ignored: the help was open");
+            return;
+        }
+        if self.quit_confirm {
+            self.info(
+                EntryKind::Info,
+                "paste ignored: answer whether to quit first (y/n)",
+            );
+            return;
+        }
+        if let Some(waiting) = &self.paste_confirm {
+            let count = waiting.len();
+            self.info(
+                EntryKind::Info,
+                format!(
+                    "paste ignored: the paste of {count} lines still waits for y/n; answer it, \
+                     then paste again"
+                ),
+            );
+            return;
+        }
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
+        if let Some(dialog) = &mut self.rename {
+            // A name is one line: take the first that has something in it.
+            let first = text.split('\n').map(str::trim).find(|l| !l.is_empty());
+            dialog
+                .field
+                .insert_str(&chat_protocol::sanitize_text(first.unwrap_or("")));
+            dialog.server_error = None;
+            return;
+        }
         let lines: Vec<String> = text
             .split('\n')
             .filter(|l| !l.is_empty())

@@ -296,6 +296,48 @@ fn quitting_with_queued_lines_asks_first() {
 }
 
 #[test]
+fn a_paste_ends_tab_completion() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![user(BOB, "bob"), user("1.1.1.1:1", "bobby")],
+    }));
+    type_text(&mut app, "bo");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "bob: ");
+    app.update(Msg::Paste("see this".into()));
+    app.update(key(KeyCode::Tab));
+    assert_eq!(
+        app.input.text(),
+        "bob: see this",
+        "Tab does not eat the paste"
+    );
+}
+
+#[test]
+fn a_paste_goes_to_the_open_popup_not_the_hidden_input() {
+    let mut app = connected();
+    // Help: closed, nothing sent or typed.
+    app.update(key(KeyCode::F(1)));
+    assert!(sent(&app.update(Msg::Paste("a\nb".into()))).is_empty());
+    assert!(!app.show_help);
+    assert!(app.outbox.is_empty() && app.input.is_empty());
+    assert!(texts(&app).last().unwrap().contains("paste ignored"));
+    // Rename dialog: the first non-empty line goes into its field.
+    app.update(key(KeyCode::F(2)));
+    assert!(sent(&app.update(Msg::Paste("\n zed \nsecond".into()))).is_empty());
+    assert_eq!(app.rename.as_ref().unwrap().field.text(), "zed");
+    assert!(app.input.is_empty());
+    app.update(key(KeyCode::Esc));
+    // A long paste waiting for y/n is not replaced by a second one.
+    app.update(Msg::Paste("1\n2\n3\n4\n5\n6".into()));
+    app.update(Msg::Paste("a\nb\nc\nd\ne\nf\ng".into()));
+    assert_eq!(app.paste_confirm.as_ref().unwrap()[0], "1");
+    assert!(texts(&app).last().unwrap().contains("still waits for y/n"));
+    let effects = app.update(key(KeyCode::Char('y')));
+    assert_eq!(sent(&effects)[0], said("1"));
+}
+
+#[test]
 fn slash_commands() {
     let mut app = connected();
     type_text(&mut app, "//shrug");
