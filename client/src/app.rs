@@ -1081,16 +1081,9 @@ impl App {
     }
 
     fn mentions_me(&self, text: &str) -> bool {
-        let Some(name) = &self.own_name else {
-            return false;
-        };
-        let (text, name) = (name_key(text), name_key(name));
-        let is_word_char = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
-        text.match_indices(&name).any(|(i, _)| {
-            let before = text[..i].chars().next_back();
-            let after = text[i + name.len()..].chars().next();
-            !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char)
-        })
+        self.own_name
+            .as_deref()
+            .is_some_and(|name| mentions(text, name))
     }
 
     fn sort_users(&mut self) {
@@ -1237,6 +1230,28 @@ impl App {
             }
         }
     }
+}
+
+/// True when `text` names `name` as a word of its own. Every character a name may hold
+/// (dots, dashes, digits, ...) belongs to the word, so for `bob` neither `bobby` nor
+/// `bob.smith` counts; punctuation that ends a sentence or addresses someone (`bob:`,
+/// `bob,`, `bob!`, `bob.`) does not, nor does an `@` or an opening bracket before it.
+fn mentions(text: &str, name: &str) -> bool {
+    const OPENERS: &[char] = &['@', '(', '"', '\'', '<', '{'];
+    const CLOSERS: &[char] = &[',', '.', '!', '?', ':', ';', ')', '"', '\'', '>', '}', '…'];
+    let in_word = |c: char| !chat_protocol::names::is_forbidden_in_name(c);
+    let (text, name) = (name_key(text), name_key(name));
+    if name.is_empty() {
+        return false;
+    }
+    text.match_indices(&name).any(|(i, _)| {
+        let before = text[..i].trim_end_matches(OPENERS).chars().next_back();
+        let after = text[i + name.len()..]
+            .trim_start_matches(CLOSERS)
+            .chars()
+            .next();
+        !before.is_some_and(in_word) && !after.is_some_and(in_word)
+    })
 }
 
 #[cfg(test)]

@@ -784,7 +784,7 @@ fn own_lines_are_marked_and_mentions_ring_once() {
         vec![Effect::Bell]
     );
     assert!(app.scrollback.iter().last().unwrap().mention);
-    for not_a_mention in ["malice", "alicea", "hello"] {
+    for not_a_mention in ["malice", "alicea", "hello", "alice.smith: lunch?"] {
         assert!(app.update(chat(BOB, "bob", not_a_mention)).is_empty());
         assert!(!app.scrollback.iter().last().unwrap().mention);
     }
@@ -798,6 +798,34 @@ fn own_lines_are_marked_and_mentions_ring_once() {
         quiet.scrollback.iter().last().unwrap().mention,
         "still highlighted"
     );
+}
+
+#[test]
+fn a_mention_is_the_name_as_a_whole_word_of_name_characters() {
+    for text in [
+        "bob: lunch?",
+        "bob, lunch?",
+        "@bob lunch?",
+        "lunch, Bob?",
+        "ask bob.",
+        "(bob) and me",
+        "hey bob!",
+        "bob",
+    ] {
+        assert!(mentions(text, "bob"), "{text}");
+    }
+    for text in [
+        "bob.smith: lunch?",
+        "bobby: lunch?",
+        "bob-2 said",
+        "x@bob",
+        "bob.smith.",
+        "jim_bob, hi",
+    ] {
+        assert!(!mentions(text, "bob"), "{text}");
+    }
+    assert!(mentions("bob.smith: lunch?", "bob.smith"));
+    assert!(!mentions("anything", ""));
 }
 
 #[test]
