@@ -277,6 +277,8 @@ pub struct App {
     pub outbox: VecDeque<String>,
     /// A rename was sent and not yet answered (its name).
     rename_in_flight: Option<String>,
+    /// A rename from the dialog waiting for a send token; it goes before any queued line.
+    rename_to_send: Option<String>,
     /// Something changed that the user list should reflect.
     who_due: bool,
     last_who: Option<Instant>,
@@ -315,6 +317,7 @@ impl App {
             show_help: false,
             outbox: VecDeque::new(),
             rename_in_flight: None,
+            rename_to_send: None,
             who_due: false,
             last_who: None,
             last_tick: None,
@@ -728,7 +731,8 @@ impl App {
         let Some(dialog) = &mut self.rename else {
             return;
         };
-        if dialog.validation().is_err() {
+        // One at a time: the answer to the last one is what the dialog shows.
+        if dialog.validation().is_err() || dialog.waiting {
             return;
         }
         let name = dialog.field.text().to_string();
@@ -742,7 +746,10 @@ impl App {
         // The user picked a name: stop retrying the old one and let the queued lines follow
         // this rename (the server answers in order, so they go out under it if it succeeds).
         self.retake = Retake::Idle;
-        effects.push(Effect::Send(ClientCommand::Rename { name }));
+        // Sent by `pump_outbox` with a token from the send pacing, like any other line: a
+        // rename the server drops for flooding would otherwise never be answered.
+        self.rename_to_send = Some(name);
+        self.pump_outbox(effects);
     }
 
     // ----- scrolling -----
@@ -930,8 +937,20 @@ impl App {
     }
 
     fn pump_outbox(&mut self, effects: &mut Vec<Effect>) {
+        if !self.is_connected() {
+            return;
+        }
+        if self.rename_to_send.is_some() {
+            if self.send_tokens < 1.0 {
+                return;
+            }
+            if let Some(name) = self.rename_to_send.take() {
+                self.send_tokens -= 1.0;
+                effects.push(Effect::Send(ClientCommand::Rename { name }));
+            }
+        }
         // Held while the name is being taken back, so queued lines go out under it.
-        if !self.is_connected() || self.retake != Retake::Idle {
+        if self.retake != Retake::Idle {
             return;
         }
         while self.send_tokens >= 1.0
@@ -974,6 +993,7 @@ impl App {
                 self.connection = Connection::Disconnected { reason, retry_in };
                 self.users.clear();
                 self.rename_in_flight = None;
+                self.rename_to_send = None;
                 self.retake = Retake::Idle;
                 if let Some(dialog) = &mut self.rename {
                     dialog.waiting = false;
@@ -1204,9 +1224,10 @@ impl App {
                 self.sort_users();
             }
             ServerEvent::Error { code, message } => {
-                let about_rename = matches!(code, ErrorCode::NameTaken | ErrorCode::InvalidName)
-                    || (code == ErrorCode::Other && self.plain);
-                if about_rename && let Some(wanted) = self.rename_in_flight.take() {
+                // Whatever the error (name taken, invalid, or the rename dropped for flooding),
+                // while a rename waits for its answer this is it: errors come back in order,
+                // and chat lines are paced so they seldom cause any.
+                if let Some(wanted) = self.rename_in_flight.take() {
                     if let Retake::InFlight { attempt } = self.retake {
                         self.on_retake_refused(attempt, code, &wanted, &message);
                         return;

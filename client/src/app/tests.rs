@@ -421,6 +421,62 @@ fn rename_refused_shows_in_the_dialog_until_it_succeeds() {
 }
 
 #[test]
+fn any_error_answers_a_rename_in_flight() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "zed");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+    assert!(
+        sent(&app.update(key(KeyCode::Enter))).is_empty(),
+        "one at a time"
+    );
+    app.update(server(ServerEvent::error(
+        ErrorCode::Flood,
+        "you are sending too fast; line dropped",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert!(!dialog.waiting, "not stuck waiting for the server");
+    assert_eq!(
+        dialog.server_error.as_deref(),
+        Some("you are sending too fast; line dropped")
+    );
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+}
+
+#[test]
+fn a_rename_takes_a_send_token_and_goes_before_queued_lines() {
+    let clock = Clock(Instant::now());
+    let mut app = connected();
+    clock.tick(&mut app, 0);
+    for i in 0..12 {
+        type_text(&mut app, &format!("line {i}"));
+        app.update(key(KeyCode::Enter));
+    }
+    // The burst is spent: the `who` at connect and 9 lines.
+    assert_eq!(app.outbox.len(), 3);
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "zed");
+    assert!(
+        sent(&app.update(key(KeyCode::Enter))).is_empty(),
+        "waits for a token"
+    );
+    assert!(app.rename.as_ref().unwrap().waiting);
+    let mut later = Vec::new();
+    for ms in (250..=2_000).step_by(250) {
+        later.extend(sent_except_who(&clock.tick(&mut app, ms)));
+    }
+    assert_eq!(
+        later,
+        vec![
+            rename("zed"),
+            said("line 9"),
+            said("line 10"),
+            said("line 11")
+        ]
+    );
+}
+
+#[test]
 fn slash_nick_renames_through_the_dialog() {
     let mut app = connected();
     type_text(&mut app, "/nick zed");
