@@ -29,6 +29,13 @@ pub const PASTE_CONFIRM_OVER: usize = 5;
 pub const WHEEL_STEP: usize = 3;
 /// Lines kept in the input history.
 pub const HISTORY_CAP: usize = 500;
+/// Longest text kept for one message, in bytes: twice what our server lets anyone say, so
+/// only a hostile or broken server's line is cut (marked with '…'). Wrapping a megabyte-long
+/// line on every frame would make typing lag.
+pub const MAX_ENTRY_TEXT_BYTES: usize = chat_protocol::limits::DEFAULT_MAX_LINE_BYTES * 2;
+/// Longest sender name kept, in bytes (names are at most 32 characters).
+pub const MAX_ENTRY_NAME_BYTES: usize = 256;
+
 /// After a reconnect the server may still hold our name for the old, half-dead connection
 /// until its idle timeout (30 s by default): ask again this often...
 pub const RETAKE_RETRY: Duration = Duration::from_secs(5);
@@ -381,7 +388,11 @@ impl App {
         });
     }
 
-    fn push_entry(&mut self, entry: Entry) {
+    fn push_entry(&mut self, mut entry: Entry) {
+        truncate_with_ellipsis(&mut entry.text, MAX_ENTRY_TEXT_BYTES);
+        if let Some(name) = &mut entry.name {
+            truncate_with_ellipsis(name, MAX_ENTRY_NAME_BYTES);
+        }
         self.scrollback.push(entry);
         if let Some(pos) = self.scroll
             && pos.seq < self.scrollback.first_seq()
@@ -1251,6 +1262,19 @@ impl App {
             }
         }
     }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, ending it with '…'.
+fn truncate_with_ellipsis(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
 }
 
 /// True when `text` names `name` as a word of its own. Every character a name may hold

@@ -885,6 +885,25 @@ fn a_mention_is_the_name_as_a_whole_word_of_name_characters() {
 }
 
 #[test]
+fn a_huge_line_from_the_server_is_cut_to_a_sane_length() {
+    let mut app = connected();
+    let huge = "字".repeat(300_000);
+    app.update(chat(BOB, &"n".repeat(10_000), &huge));
+    let entry = app.scrollback.iter().last().unwrap();
+    assert!(
+        entry.text.len() <= MAX_ENTRY_TEXT_BYTES,
+        "{}",
+        entry.text.len()
+    );
+    assert!(entry.text.len() > MAX_ENTRY_TEXT_BYTES - 8);
+    assert!(entry.text.ends_with('…'));
+    assert!(entry.text.starts_with("字字"));
+    assert!(entry.name.as_ref().unwrap().len() <= MAX_ENTRY_NAME_BYTES);
+    app.update(chat(BOB, "bob", "short"));
+    assert_eq!(app.scrollback.iter().last().unwrap().text, "short");
+}
+
+#[test]
 fn errors_and_notices_go_to_the_pane() {
     let mut app = connected();
     app.update(server(ServerEvent::error(ErrorCode::Flood, "slow down")));
