@@ -217,6 +217,11 @@ async fn main() -> anyhow::Result<()> {
     let (mut terminal, guard) = setup_terminal()?;
     let result = run(&mut terminal, App::new(settings), command_tx, event_rx).await;
     drop(guard);
-    connection.abort();
+    // `run` has dropped its end of the command channel: the connection task writes what it
+    // was already given, then ends. Give it a moment, not forever.
+    let _ = tokio::time::timeout(QUIT_FLUSH, connection).await;
     result
 }
+
+/// How long quitting waits for lines already handed to the connection to be written.
+const QUIT_FLUSH: Duration = Duration::from_secs(1);

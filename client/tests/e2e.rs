@@ -410,3 +410,19 @@ fn a_panic_restores_the_terminal_and_leaves_the_message_readable() {
         "the message is on the normal screen:\n{screen}"
     );
 }
+
+#[test]
+fn a_line_typed_just_before_quitting_is_still_sent() {
+    let server = Server::start();
+    let mut erin = Tui::start("erin", server.addr, "erin");
+    let mut frank = Tui::start("frank", server.addr, "frank");
+    erin.wait_for("both online", |t| sidebar_lists(t, &["erin", "frank"]));
+    frank.wait_for("both online", |t| sidebar_lists(t, &["erin", "frank"]));
+    // One write: the line and the quit arrive in the same batch of keys.
+    erin.type_keys("bye all\r/quit\r");
+    assert!(erin.wait_exit().success());
+    erin.assert_restored();
+    frank.wait_for_text("erin: bye all");
+    frank.type_keys(CTRL_C);
+    assert!(frank.wait_exit().success());
+}
