@@ -13,6 +13,14 @@ pub struct Usage {
     pub rss_kib: u64,
 }
 
+/// CPU seconds used between two readings; 0 if either is missing.
+pub fn cpu_seconds_between(start: Option<Usage>, end: Option<Usage>) -> f64 {
+    match (start, end) {
+        (Some(s), Some(e)) => e.cpu.saturating_sub(s.cpu).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -635,10 +635,7 @@ pub async fn broadcast(env: &Env, name: &str, broadcast: &Broadcast) -> anyhow::
     if report.elapsed_s > 0.0 {
         report.deliveries_per_s = report.deliveries as f64 / report.elapsed_s;
     }
-    report.bench_cpu_s = match (bench_start, bench_end) {
-        (Some(s), Some(e)) => e.cpu.saturating_sub(s.cpu).as_secs_f64(),
-        _ => 0.0,
-    };
+    report.bench_cpu_s = procfs::cpu_seconds_between(bench_start, bench_end);
     report.server = server_report(
         env,
         baseline,
@@ -710,10 +707,7 @@ pub async fn connections(env: &Env, count: usize) -> anyhow::Result<Report> {
         report.rss_per_connection_kib =
             Some((after.rss_kib as f64 - before.rss_kib as f64) / count as f64);
     }
-    report.bench_cpu_s = match (bench_start, procfs::usage_of_self()) {
-        (Some(s), Some(e)) => e.cpu.saturating_sub(s.cpu).as_secs_f64(),
-        _ => 0.0,
-    };
+    report.bench_cpu_s = procfs::cpu_seconds_between(bench_start, procfs::usage_of_self());
     report.notes.push(format!(
         "all {count} joined and settled in {:.2} s (server CPU over the whole join: see cpu_s)",
         report.elapsed_s
@@ -815,10 +809,7 @@ pub async fn churn(
         "latency = connect until joined, per cycle; cpu_us_per_delivery = server CPU per cycle"
             .into(),
     );
-    report.bench_cpu_s = match (bench_start, bench_end) {
-        (Some(s), Some(e)) => e.cpu.saturating_sub(s.cpu).as_secs_f64(),
-        _ => 0.0,
-    };
+    report.bench_cpu_s = procfs::cpu_seconds_between(bench_start, bench_end);
     report.server = server_report(
         env,
         baseline,
