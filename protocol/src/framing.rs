@@ -41,11 +41,6 @@ impl LineFramer {
         self.partial.len()
     }
 
-    /// True while the end of an unfinished (or too long) line is awaited.
-    pub fn mid_line(&self) -> bool {
-        !self.partial.is_empty() || self.discarding
-    }
-
     /// Gives back the memory of a past long line.
     pub fn shrink(&mut self) {
         if self.partial.is_empty() {

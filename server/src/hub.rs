@@ -27,6 +27,17 @@ struct Member {
     outbox: Outbox,
 }
 
+impl Member {
+    /// What everyone else is told when this member leaves.
+    fn leave_line(self, reason: LeaveReason) -> Arc<Rendered> {
+        Rendered::new(ServerEvent::Leave {
+            addr: self.addr.to_string(),
+            name: self.name,
+            reason,
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Online members in join order (`who` lists them in that order).
@@ -256,11 +267,7 @@ impl State {
             let gone: Vec<Member> = slow.drain(..).filter_map(|id| self.take(id)).collect();
             for member in gone {
                 member.outbox.kill();
-                let leave = Rendered::new(ServerEvent::Leave {
-                    addr: member.addr.to_string(),
-                    name: member.name,
-                    reason: LeaveReason::SendqExceeded,
-                });
+                let leave = member.leave_line(LeaveReason::SendqExceeded);
                 self.push_all(&leave, None, &mut slow);
             }
         }
@@ -286,11 +293,7 @@ impl State {
         let Some(member) = self.take(id) else {
             return false;
         };
-        let leave = Rendered::new(ServerEvent::Leave {
-            addr: member.addr.to_string(),
-            name: member.name,
-            reason,
-        });
+        let leave = member.leave_line(reason);
         self.broadcast(&leave, None);
         true
     }

@@ -188,15 +188,6 @@ impl Outbox {
     pub async fn killed(&self) {
         self.shared.kill.cancelled().await
     }
-
-    pub fn is_killed(&self) -> bool {
-        self.shared.kill.is_cancelled()
-    }
-
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.lock().bytes
-    }
 }
 
 /// Most items gathered into one write (Linux takes at most 1024 buffers per `writev`).
