@@ -189,6 +189,19 @@ struct RoomPlan {
     slow_consumer: Option<u32>,
 }
 
+impl RoomPlan {
+    /// A room of clients that only join and listen.
+    fn listeners(clients: usize) -> RoomPlan {
+        RoomPlan {
+            clients,
+            senders: 0,
+            messages: 0,
+            windows: Vec::new(),
+            slow_consumer: None,
+        }
+    }
+}
+
 impl Room {
     async fn open(env: &Env, plan: RoomPlan, base: Instant) -> anyhow::Result<Room> {
         let deadline = tokio::time::Instant::from_std(base + env.timeout);
@@ -683,18 +696,7 @@ pub async fn connections(env: &Env, count: usize) -> anyhow::Result<Report> {
     };
     let baseline = env.server_usage();
     let bench_start = procfs::usage_of_self();
-    let mut room = Room::open(
-        env,
-        RoomPlan {
-            clients: count,
-            senders: 0,
-            messages: 0,
-            windows: Vec::new(),
-            slow_consumer: None,
-        },
-        base,
-    )
-    .await?;
+    let mut room = Room::open(env, RoomPlan::listeners(count), base).await?;
     room.settle(1).await?;
     let joined_at = nanos_since(base);
     // Let the server return what it allocated for the join storm, then measure idle.
@@ -736,18 +738,7 @@ pub async fn churn(
         ..Report::default()
     };
     let baseline = env.server_usage();
-    let mut room = Room::open(
-        env,
-        RoomPlan {
-            clients: clients.max(1),
-            senders: 0,
-            messages: 0,
-            windows: Vec::new(),
-            slow_consumer: None,
-        },
-        base,
-    )
-    .await?;
+    let mut room = Room::open(env, RoomPlan::listeners(clients.max(1)), base).await?;
     room.settle(1).await?;
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
