@@ -122,6 +122,9 @@ struct Shared {
     /// flushes what is left, but only for a bounded time, so a client that stops reading and
     /// never closes cannot pin the socket and the task forever.
     closed: CancellationToken,
+    /// Cancelled when the writer is done: everything it will ever send is sent and the
+    /// sending side of the socket is shut down.
+    finished: CancellationToken,
 }
 
 impl Shared {
@@ -152,6 +155,7 @@ pub fn channel(limit: usize) -> (Outbox, Writer) {
         mode: AtomicU8::new(Mode::Plain as u8),
         kill: CancellationToken::new(),
         closed: CancellationToken::new(),
+        finished: CancellationToken::new(),
     });
     (
         Outbox {
@@ -213,6 +217,11 @@ impl Outbox {
     pub async fn killed(&self) {
         self.shared.kill.cancelled().await
     }
+
+    /// Resolves once the writer is done and the socket's sending side is shut down.
+    pub async fn finished(&self) {
+        self.shared.finished.cancelled().await
+    }
 }
 
 /// Most items gathered into one write (Linux takes at most 1024 buffers per `writev`).
@@ -264,6 +273,7 @@ impl Writer {
         // Tell a still-running session the socket is finished (it may be a write error).
         kill.cancel();
         let _ = tokio::time::timeout(flush_grace, socket.shutdown()).await;
+        self.shared.finished.cancel();
     }
 
     async fn drain(&self, socket: &mut OwnedWriteHalf, mid_line: &mut bool) -> std::io::Result<()> {

@@ -148,6 +148,7 @@ pub async fn serve(
         }
     };
 
+    let farewell = !matches!(end, End::Quit);
     match end {
         End::Quit | End::Killed => {
             hub.leave(id, LeaveReason::Quit);
@@ -172,7 +173,40 @@ pub async fn serve(
             hub.say_and_forget(id, notice);
         }
     }
+    if farewell {
+        linger(
+            &mut reader,
+            &outbox,
+            config.flush_grace,
+            config.farewell_wait,
+        )
+        .await;
+    }
     tracing::debug!(%peer, "session ended");
+}
+
+/// After a farewell: waits (at most `farewell_wait`) for the writer to send it and shut the
+/// sending side down, then reads and discards what the client still sends, until it closes
+/// or `grace` has passed. Closing a socket with unread input makes the kernel send a reset,
+/// which throws away what is still in the send buffer: the very farewell that says why.
+async fn linger(
+    reader: &mut OwnedReadHalf,
+    outbox: &outbox::Outbox,
+    grace: std::time::Duration,
+    farewell_wait: std::time::Duration,
+) {
+    use tokio::io::AsyncReadExt;
+    if tokio::time::timeout(farewell_wait, outbox.finished())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(grace, async {
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    })
+    .await;
 }
 
 /// Idle timeouts beyond this (about 30 years) are taken as this, which is as good as never.

@@ -256,7 +256,6 @@ impl Lines {
     }
 }
 
-/// The `[ADDR]NAME: TEXT` line every user sees.
 /// `event` without its seq and ts, for comparing with an expected event.
 pub fn unstamped(mut event: ServerEvent) -> ServerEvent {
     if let ServerEvent::Join { stamp, .. }
@@ -269,6 +268,7 @@ pub fn unstamped(mut event: ServerEvent) -> ServerEvent {
     event
 }
 
+/// The `[ADDR]NAME: TEXT` line every user sees.
 pub fn said(addr: &str, name: &str, text: &str) -> String {
     format!("[{addr}]{name}: {text}")
 }

@@ -75,6 +75,41 @@ async fn a_flood_is_warned_then_disconnected() {
 }
 
 #[tokio::test]
+async fn after_a_farewell_the_server_drains_input_instead_of_resetting() {
+    let server = TestServer::with_config(Config {
+        rate: 0.01,
+        burst: 2,
+        ..Config::default()
+    })
+    .await;
+    let mut flooder = server.join().await;
+    flooder.send_raw(b"1\n2\n3\n4\n5\n6\n").await;
+    let rest = flooder.expect_closed().await;
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("error: excess flood: you kept sending too fast; disconnecting"),
+        "{rest:?}"
+    );
+    // The server has shut down its sending side, but still reads (and discards) what the
+    // client sends. A socket closed with unread input would answer with a reset instead,
+    // which on a real network throws away a farewell still in flight.
+    let mut stream = flooder.into_stream();
+    for _ in 0..3 {
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(b"still typing\n").await.expect("no reset");
+        tokio::task::yield_now().await;
+    }
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(chat_tests::STEP, stream.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "expected a clean end of stream, got {read:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_default_rate_lets_a_human_paste_a_paragraph() {
     let server = TestServer::with_config(Config::default()).await;
     let mut alice = server.join().await;
