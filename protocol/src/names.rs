@@ -137,9 +137,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 ///   `O`), and without it `b0b` would not meet `bob`.
 ///
 /// Folding case before the skeleton is what keeps every case variant of a name one name,
-/// but it means look-alikes that only capitals share are not caught: Cyrillic `В` looks like
-/// `B`, yet folds to `в`, which does not look like `b`, so `Вob` and `Bob` have different
-/// keys; and capital `I` folds to `i`, so `Iris` and `lris` do too.
+/// but it means look-alikes that only capitals share are not caught by this key alone:
+/// Cyrillic `В` looks like `B`, yet folds to `в`, which does not look like `b`. The room
+/// compares [`name_keys`], which adds a key that takes the skeleton before folding.
 ///
 /// The key is for comparing, never for showing: it is a mix of scripts and prototypes.
 /// In a release build an ASCII name costs tens of nanoseconds (a table lookup per
@@ -159,6 +159,29 @@ pub fn name_key(name: &str) -> String {
             .collect();
     }
     full_name_key(name)
+}
+
+/// Every key under which `name` is held: [`name_key`], and, when it differs, the key that
+/// takes the skeleton of the name as written and folds case after it, which catches
+/// look-alikes that only capitals share (`Вob` with a Cyrillic `В` and `Bob`, `ВОВ` and
+/// `BOB`, `Iris` and `lris`). Two names clash when any of their keys is the same.
+pub fn name_keys(name: &str) -> Vec<String> {
+    let folded = name_key(name);
+    let as_written: String = unicode_security::skeleton(&name.nfkd().collect::<String>())
+        .default_case_fold()
+        .nfd()
+        .collect();
+    if as_written == folded {
+        vec![folded]
+    } else {
+        vec![folded, as_written]
+    }
+}
+
+/// True if `a` and `b` share a key: the same or look-alike names.
+pub fn names_clash(a: &str, b: &str) -> bool {
+    let b = name_keys(b);
+    name_keys(a).iter().any(|key| b.contains(key))
 }
 
 /// [`name_key`] computed in full, for any string.
@@ -296,12 +319,25 @@ mod tests {
         }
     }
 
-    /// Not a wish but the documented limit of a key that folds case first (see
-    /// [`name_key`]): if this starts failing, the docs are out of date.
+    /// The key that folds case first misses look-alikes only capitals share (see
+    /// [`name_key`]); the second key of [`name_keys`] catches them.
     #[test]
-    fn look_alikes_only_capitals_share_are_not_caught() {
+    fn look_alikes_only_capitals_share_are_caught_by_the_second_key() {
         assert_ne!(name_key("\u{0412}ob"), name_key("Bob")); // Cyrillic В
         assert_ne!(name_key("Iris"), name_key("lris")); // capital I, small L
+        for (a, b) in [
+            ("\u{0412}ob", "Bob"),
+            ("\u{0412}\u{041E}\u{0412}", "BOB"),
+            ("Iris", "lris"),
+            ("bob", "BOB"),
+            ("\u{0432}ob", "\u{0412}OB"),
+        ] {
+            assert!(names_clash(a, b), "{a:?} vs {b:?}");
+            assert!(names_clash(b, a), "{b:?} vs {a:?}");
+        }
+        for (a, b) in [("bob", "rob"), ("alice", "alicia"), ("Iris", "Ivan")] {
+            assert!(!names_clash(a, b), "{a:?} vs {b:?}");
+        }
     }
 
     #[test]
