@@ -280,17 +280,24 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
+    // Ratio columns only when redis ran: each target but redis, divided by redis.
+    let has_redis = targets.contains(&"redis");
+    let ratioed: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| has_redis && *t != "redis")
+        .collect();
     let mut out = String::new();
     let _ = write!(out, "| scenario |");
     for target in targets {
         let _ = write!(out, " {target} |");
     }
-    for target in targets.iter().filter(|t| **t != "redis") {
+    for target in &ratioed {
         let _ = write!(out, " {target} ÷ redis |");
     }
     out.push('\n');
     let _ = write!(out, "|---|");
-    for _ in 0..targets.len() + targets.iter().filter(|t| **t != "redis").count() {
+    for _ in 0..targets.len() + ratioed.len() {
         out.push_str("---|");
     }
     out.push('\n');
@@ -340,7 +347,7 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
             }
         }
         let redis = cells.get("redis").and_then(Cell::median);
-        for target in targets.iter().filter(|t| **t != "redis") {
+        for target in &ratioed {
             let ratio = match (cells[target].median(), redis) {
                 (Some(m), Some(r)) if r != 0.0 => format!("{:.2}×", m / r),
                 _ => "—".into(),
@@ -369,7 +376,7 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         }
         let _ = write!(out, " {lost} / {dup} / {reordered} ({runs} runs) |");
     }
-    for _ in targets.iter().filter(|t| **t != "redis") {
+    for _ in &ratioed {
         out.push_str(" |");
     }
     out.push('\n');
