@@ -266,6 +266,19 @@ async fn dm_text_is_sanitized_like_chat() {
         .await;
     bob.expect(&dm(&t, "bot", "bob", "a\u{FFFD}[31mb\u{FFFD}c\u{FFFD}d"))
         .await;
+    // From a JSON client to a JSON client (itself), where no plain rendering repairs it.
+    bot.send(r#"{"type":"dm","to":"bot","text":"a\u001b[31mb\nc\u202Ed"}"#)
+        .await;
+    let line = bot.line().await;
+    for bad in [
+        "\x1b", "\\u001b", "\u{202E}", "\\u202e", "\\u202E", "\n", "\\n",
+    ] {
+        assert!(!line.contains(bad), "{bad:?} in {line}");
+    }
+    assert!(
+        line.contains("\"text\":\"a\u{FFFD}[31mb\u{FFFD}c\u{FFFD}d\""),
+        "{line}"
+    );
     server.stop().await;
 }
 
