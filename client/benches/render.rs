@@ -7,8 +7,9 @@
 //! `cargo bench -p chat-tui --bench render`; under `cargo test --benches` each case runs once.
 
 use chat_protocol::{ServerEvent, UserInfo};
-use chat_tui::app::{App, Msg, ScrollPos, Settings};
+use chat_tui::app::{App, Msg, Settings};
 use chat_tui::net::NetEvent;
+use chat_tui::scrollback::ScrollPos;
 use chat_tui::ui;
 use chrono::NaiveTime;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};

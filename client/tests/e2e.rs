@@ -144,7 +144,7 @@ impl Tui {
     /// The sidebar's column of the screen, one line per row.
     fn sidebar(&self) -> String {
         let parser = self.parser.lock().unwrap();
-        let width = chat_tui::ui::SIDEBAR_WIDTH;
+        let width = chat_tui::layout::SIDEBAR_WIDTH;
         parser
             .screen()
             .rows(COLS - width, width)

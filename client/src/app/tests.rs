@@ -1,7 +1,9 @@
 //! `update` without a terminal: every key, every server event, pacing and reconnects.
 
+use super::text::mentions;
 use super::*;
-use crossterm::event::KeyEventState;
+use chat_protocol::{ErrorCode, LeaveReason, ServerEvent, UserInfo};
+use crossterm::event::{KeyCode, KeyEventState, KeyModifiers};
 
 const ME: &str = "127.0.0.1:5000";
 const BOB: &str = "127.0.0.1:6000";

@@ -236,7 +236,7 @@ fn wrapping_never_splits_or_overflows_wide_characters() {
     for width in 12..40 {
         let entry = plain_entry("宽字符👍🏽和 e\u{301} mixed with words, 一二三四五六七八九十");
         let lines = entry_lines(&entry, width);
-        assert_eq!(lines.len(), entry_rows(&entry, width));
+        assert_eq!(lines.len(), layout::entry_rows(&entry, width));
         let mut rejoined = String::new();
         for line in &lines {
             assert!(line.width() <= width, "width {width}: {:?}", row_text(line));

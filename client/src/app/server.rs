@@ -1,0 +1,186 @@
+//! What the connection reports: connecting, losing the link, and the server's events.
+
+use super::text::mentions;
+use super::{App, Connection, Effect, Entry, EntryKind, Retake};
+use crate::net::NetEvent;
+use chat_protocol::{ClientCommand, LeaveReason, ServerEvent, UserInfo};
+use chrono::NaiveTime;
+
+impl App {
+    pub(super) fn on_net(&mut self, event: NetEvent, effects: &mut Vec<Effect>) {
+        self.dirty = true;
+        match event {
+            NetEvent::Connecting { attempt } => {
+                self.connection = Connection::Connecting { attempt };
+            }
+            NetEvent::Connected { plain } => {
+                self.plain = plain;
+                // A new session: the old one's address and name mean nothing to it. (In plain
+                // mode `on_ready` runs before the server says who we are; a stale name equal
+                // to the chosen one would keep it from renaming.)
+                self.own_addr = None;
+                self.own_name = None;
+                // In JSON mode the welcome follows at once and says who we are; only then
+                // may the rename and the queued lines go, in that order.
+                if plain {
+                    self.on_ready(effects);
+                }
+            }
+            NetEvent::Disconnected { reason, retry_in } => {
+                self.info(
+                    EntryKind::Error,
+                    format!(
+                        "connection lost: {reason}; reconnecting in {:.1}s",
+                        retry_in.as_secs_f64()
+                    ),
+                );
+                self.connection = Connection::Disconnected { reason, retry_in };
+                self.users.clear();
+                self.rename_in_flight = None;
+                self.rename_to_send = None;
+                self.retake = Retake::Idle;
+                if let Some(dialog) = &mut self.rename {
+                    dialog.waiting = false;
+                }
+            }
+            NetEvent::Unsent(commands) => {
+                // Lines the connection took but never wrote: first in line for the next one.
+                for command in commands.into_iter().rev() {
+                    if let ClientCommand::Chat { text } = command {
+                        self.outbox.push_front(text);
+                    }
+                }
+            }
+            NetEvent::Unsendable(command) => {
+                if let ClientCommand::Chat { text } = command {
+                    self.info(
+                        EntryKind::Error,
+                        format!("not sent: the plain server would read \"{text}\" as a command"),
+                    );
+                }
+            }
+            NetEvent::Server(event, time) => {
+                self.clock = time;
+                self.on_server(event, time, effects);
+            }
+        }
+    }
+
+    /// The server is ready for our lines.
+    pub(super) fn on_ready(&mut self, effects: &mut Vec<Effect>) {
+        self.connection = Connection::Connected;
+        self.who_due = true;
+        self.info(
+            EntryKind::Info,
+            format!(
+                "connected to {}{}",
+                self.settings.server,
+                if self.plain { " (plain mode)" } else { "" }
+            ),
+        );
+        self.rename_to_chosen(effects);
+    }
+
+    pub(super) fn is_own(&self, addr: &str) -> bool {
+        self.own_addr.as_deref() == Some(addr)
+    }
+
+    pub(super) fn mentions_me(&self, text: &str) -> bool {
+        self.own_name
+            .as_deref()
+            .is_some_and(|name| mentions(text, name))
+    }
+
+    pub(super) fn on_server(
+        &mut self,
+        event: ServerEvent,
+        time: NaiveTime,
+        effects: &mut Vec<Effect>,
+    ) {
+        let line = |kind, name: Option<String>, text: String| Entry {
+            time,
+            kind,
+            name,
+            text,
+            own: false,
+            mention: false,
+        };
+        match event {
+            ServerEvent::Welcome { addr, name, .. } => {
+                self.own_addr = Some(addr);
+                self.own_name = Some(name);
+                self.on_ready(effects);
+            }
+            ServerEvent::Here { addr, name } => {
+                // The plain server's way of saying who you are.
+                self.own_addr = Some(addr);
+                self.own_name = Some(name);
+                // Only if the rename at connect somehow did not go (it normally already has).
+                if self.rename_in_flight.is_none() && self.retake == Retake::Idle {
+                    self.rename_to_chosen(effects);
+                }
+            }
+            ServerEvent::Join { addr, name } => {
+                if !self.users.contains(&addr) {
+                    self.users.insert(UserInfo {
+                        addr,
+                        name: name.clone(),
+                    });
+                }
+                self.who_due = true;
+                self.push_entry(line(EntryKind::Join, None, format!("{name} joined")));
+            }
+            ServerEvent::Chat { addr, name, text } => {
+                let own = self.is_own(&addr);
+                let mention = !own && self.mentions_me(&text);
+                if mention && self.settings.bell {
+                    effects.push(Effect::Bell);
+                }
+                self.push_entry(Entry {
+                    time,
+                    kind: EntryKind::Chat,
+                    name: Some(name),
+                    text,
+                    own,
+                    mention,
+                });
+            }
+            ServerEvent::Leave { addr, name, reason } => {
+                self.users.remove(&addr);
+                self.who_due = true;
+                let (kind, text) = match reason {
+                    LeaveReason::Quit => (EntryKind::Leave, format!("{name} left")),
+                    LeaveReason::Timeout => (EntryKind::Timeout, format!("{name} timed out")),
+                    LeaveReason::SendqExceeded => (
+                        EntryKind::Leave,
+                        format!("{name} was disconnected (too far behind)"),
+                    ),
+                    LeaveReason::ExcessFlood => (
+                        EntryKind::Leave,
+                        format!("{name} was disconnected (flooding)"),
+                    ),
+                };
+                self.push_entry(line(kind, None, text));
+            }
+            ServerEvent::Rename { addr, old, new } => {
+                self.users.rename(&addr, &new);
+                self.who_due = true;
+                self.push_entry(line(
+                    EntryKind::Rename,
+                    None,
+                    format!("{old} is now known as {new}"),
+                ));
+            }
+            ServerEvent::Renamed { name } => self.on_renamed(name, time),
+            ServerEvent::Users { users } => self.users.replace(users),
+            ServerEvent::Error { code, message } => {
+                if !self.on_rename_refused(code, &message, time) {
+                    self.push_entry(line(EntryKind::Error, None, format!("error: {message}")));
+                }
+            }
+            ServerEvent::Notice { message, .. } => {
+                self.push_entry(line(EntryKind::Notice, None, message));
+            }
+        }
+    }
+}
