@@ -1,7 +1,7 @@
 //! Renaming: the dialog, and taking the chosen name back after a (re)connect.
 //!
 //! One rename is in flight at a time; its answer is a `renamed` event or an error whose code
-//! says it answers a rename.
+//! says it answers a rename (see [`rename_refusal`]); any other error is not about it.
 
 use super::{App, Effect, Entry, EntryKind, RETAKE_ATTEMPTS, RETAKE_RETRY};
 use crate::input::LineEditor;
@@ -160,7 +160,7 @@ impl App {
         wanted: &str,
         message: &str,
     ) {
-        let taken = code == ErrorCode::NameTaken || (self.plain && code == ErrorCode::Other);
+        let taken = code == ErrorCode::NameTaken;
         let queued = self.outbox.len();
         if taken && self.chosen_confirmed && attempt < RETAKE_ATTEMPTS {
             self.retake = Retake::Waiting {
@@ -239,9 +239,9 @@ impl App {
         message: &str,
         time: NaiveTime,
     ) -> bool {
-        // Whatever the error (name taken, invalid, or the rename dropped for flooding),
-        // while a rename waits for its answer this is it: errors come back in order,
-        // and chat lines are paced so they seldom cause any.
+        let Some(code) = rename_refusal(code, message, self.plain) else {
+            return false;
+        };
         let Some(wanted) = self.rename_in_flight.take() else {
             return false;
         };
@@ -263,5 +263,29 @@ impl App {
             mention: false,
         });
         true
+    }
+}
+
+/// The code of an error that answers a rename: the name broke the rules, is taken, or the
+/// rename was dropped for flooding. `None` for every other error (a line too long, invalid
+/// UTF-8, ...), which is not about the rename. The plain dialect has no codes, so there our
+/// server's wording decides (the original server never refuses a rename).
+pub fn rename_refusal(code: ErrorCode, message: &str, plain: bool) -> Option<ErrorCode> {
+    match code {
+        ErrorCode::InvalidName | ErrorCode::NameTaken | ErrorCode::Flood => Some(code),
+        ErrorCode::Other if plain => {
+            if let Some(reason) = message.strip_prefix("rename refused: ") {
+                Some(if reason.ends_with(" is already taken") {
+                    ErrorCode::NameTaken
+                } else {
+                    ErrorCode::InvalidName
+                })
+            } else if message.starts_with("you are sending too fast") {
+                Some(ErrorCode::Flood)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }

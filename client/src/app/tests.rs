@@ -423,7 +423,7 @@ fn rename_refused_shows_in_the_dialog_until_it_succeeds() {
 }
 
 #[test]
-fn any_error_answers_a_rename_in_flight() {
+fn a_flood_error_answers_a_rename_in_flight() {
     let mut app = connected();
     app.update(key(KeyCode::F(2)));
     type_text(&mut app, "zed");
@@ -443,6 +443,74 @@ fn any_error_answers_a_rename_in_flight() {
         Some("you are sending too fast; line dropped")
     );
     assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+}
+
+#[test]
+fn an_error_that_is_not_about_names_does_not_answer_a_rename() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "zed");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+    app.update(server(ServerEvent::error(
+        ErrorCode::LineTooLong,
+        "line longer than 4096 bytes; discarded",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert!(dialog.waiting, "still waiting for the rename's own answer");
+    assert_eq!(dialog.server_error, None);
+    assert_eq!(
+        texts(&app).last().unwrap(),
+        "error: line longer than 4096 bytes; discarded",
+        "shown in the pane like any error"
+    );
+    app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "rename refused: the name zed is already taken",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert!(!dialog.waiting);
+    assert_eq!(
+        dialog.server_error.as_deref(),
+        Some("rename refused: the name zed is already taken")
+    );
+}
+
+#[test]
+fn which_errors_answer_a_rename() {
+    use super::rename::rename_refusal;
+    for code in [
+        ErrorCode::InvalidName,
+        ErrorCode::NameTaken,
+        ErrorCode::Flood,
+    ] {
+        assert_eq!(rename_refusal(code, "whatever", false), Some(code));
+    }
+    for code in [
+        ErrorCode::BadRequest,
+        ErrorCode::LineTooLong,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::Other,
+    ] {
+        assert_eq!(rename_refusal(code, "rename refused: x", false), None);
+    }
+    // The plain dialect has no codes: our server's words tell.
+    let plain = |message| rename_refusal(ErrorCode::Other, message, true);
+    assert_eq!(
+        plain("rename refused: the name bob is already taken"),
+        Some(ErrorCode::NameTaken)
+    );
+    assert_eq!(
+        plain("rename refused: name must not be empty"),
+        Some(ErrorCode::InvalidName)
+    );
+    assert_eq!(
+        plain("you are sending too fast (at most 5 lines per second, 20 at once); line dropped"),
+        Some(ErrorCode::Flood)
+    );
+    assert_eq!(
+        plain("your line was not valid UTF-8; invalid bytes were replaced with U+FFFD"),
+        None
+    );
 }
 
 #[test]
@@ -1088,11 +1156,17 @@ fn plain_mode_renames_at_once_and_reads_refusals() {
         name: ME.into(),
     }));
     assert_eq!(app.own_addr.as_deref(), Some(ME));
-    // Our server's plain refusal has no code.
+    // Our server's plain refusal has no code; an unrelated error first is not the answer.
     app.update(server(ServerEvent::error(
         ErrorCode::Other,
-        "the name alice is taken",
+        "your line was not valid UTF-8; invalid bytes were replaced with U+FFFD",
     )));
+    assert_eq!(app.retake, Retake::InFlight { attempt: 1 });
+    app.update(server(ServerEvent::error(
+        ErrorCode::Other,
+        "rename refused: the name alice is already taken",
+    )));
+    assert_eq!(app.retake, Retake::Idle);
     assert!(
         texts(&app)
             .last()
