@@ -4,7 +4,7 @@
 //! `--plain`, speaks the original server's text through [`PlainParser`]), turns each
 //! server line into a [`NetEvent`], and writes each [`ClientCommand`] it is given. When the
 //! connection breaks it hands back whatever it was given but did not write, and tries again
-//! with exponential backoff. Re-taking the chosen name after a reconnect is the app's job:
+//! with exponential backoff and jitter (see [`jittered`]). Re-taking the chosen name after a reconnect is the app's job:
 //! it sees the welcome and decides.
 
 use chat_protocol::command::decode_line;
@@ -45,7 +45,8 @@ pub struct NetConfig {
     pub server: String,
     /// Speak the original server's plain text instead of JSON mode.
     pub plain: bool,
-    /// First wait after a failure; doubles up to `max_backoff`.
+    /// First wait after a failure; doubles up to `max_backoff`. Each wait is then cut by up
+    /// to half at random ([`jittered`]).
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// In JSON mode, say after this long without a welcome that `--plain` may be needed.
@@ -112,14 +113,12 @@ pub async fn run(
         if !unsent.is_empty() && events.send(NetEvent::Unsent(unsent)).is_err() {
             return;
         }
-        let lost = NetEvent::Disconnected {
-            reason,
-            retry_in: backoff,
-        };
+        let retry_in = jittered(backoff, random_unit());
+        let lost = NetEvent::Disconnected { reason, retry_in };
         if events.send(lost).is_err() {
             return;
         }
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(retry_in);
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -138,6 +137,26 @@ pub async fn run(
         attempt += 1;
         backoff = (backoff * 2).min(config.max_backoff);
     }
+}
+
+/// The wait before the next try: `backoff` less up to half of it, by `random` in `[0, 1)`
+/// ("equal jitter"). When a server restarts, its clients lost it at the same moment; without
+/// this they would all come back in lockstep, every time.
+pub fn jittered(backoff: Duration, random: f64) -> Duration {
+    let random = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    backoff.mul_f64(1.0 - 0.5 * random)
+}
+
+/// A number in `[0, 1)` that differs from call to call and from process to process (the
+/// standard library's randomly keyed hasher; nothing here needs more than that).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let bits = RandomState::new().hash_one(std::process::id());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn lost(reason: impl Into<String>, welcomed: bool, unsent: Vec<ClientCommand>) -> Ended {
@@ -286,5 +305,42 @@ async fn write_batch(
     match writer.write_all(out.as_bytes()).await {
         Ok(()) => Ok(()),
         Err(e) => Err(lost(e.to_string(), true, written)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_takes_off_at_most_half_the_backoff() {
+        let backoff = Duration::from_secs(4);
+        assert_eq!(jittered(backoff, 0.0), backoff);
+        assert_eq!(jittered(backoff, 0.5), Duration::from_secs(3));
+        assert_eq!(jittered(backoff, 1.0), Duration::from_secs(2));
+        assert_eq!(jittered(backoff, -3.0), backoff, "clamped");
+        assert_eq!(jittered(backoff, f64::NAN), backoff);
+    }
+
+    #[test]
+    fn clients_do_not_retry_in_lockstep() {
+        let backoff = Duration::from_millis(500);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(backoff, random_unit())).collect();
+        for wait in &waits {
+            assert!(
+                *wait > backoff / 2 && *wait <= backoff,
+                "{wait:?} outside (250 ms, 500 ms]"
+            );
+        }
+        let mut distinct = waits.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() > 150,
+            "only {} distinct waits",
+            distinct.len()
+        );
+        let spread = distinct[distinct.len() - 1] - distinct[0];
+        assert!(spread > backoff / 4, "spread {spread:?}");
     }
 }

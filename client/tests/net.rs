@@ -174,7 +174,11 @@ async fn lost_connection_is_reported_with_a_retry_delay() {
             _ => None,
         })
         .await;
-    assert_eq!(retry, Duration::from_millis(500));
+    // 0.5 s, less up to half of it at random.
+    assert!(
+        retry >= Duration::from_millis(250) && retry <= Duration::from_millis(500),
+        "{retry:?}"
+    );
     let attempt = conn
         .until("reconnecting", |e| match e {
             NetEvent::Connecting { attempt } => Some(*attempt),
@@ -188,5 +192,8 @@ async fn lost_connection_is_reported_with_a_retry_delay() {
             _ => None,
         })
         .await;
-    assert_eq!(retry, Duration::from_secs(1));
+    assert!(
+        retry >= Duration::from_millis(500) && retry <= Duration::from_secs(1),
+        "doubled: {retry:?}"
+    );
 }
