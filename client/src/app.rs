@@ -104,6 +104,8 @@ pub enum Msg {
         time: NaiveTime,
     },
     Net(NetEvent),
+    /// Events the connection has read that are still waiting to be applied (after a batch).
+    Backlog(usize),
 }
 
 /// What `main` must do after an update.
@@ -165,6 +167,9 @@ pub struct App {
     last_who: Option<Instant>,
     last_tick: Option<Instant>,
     pacer: Pacer,
+    /// Events read from the server and not yet applied: non-zero when the client cannot
+    /// keep up (drawing stalls), shown in the status bar.
+    pub behind: usize,
     /// Local time of the latest tick or event, for lines this client adds itself.
     pub clock: NaiveTime,
     /// Terminal size, for paging by screenfuls.
@@ -203,6 +208,7 @@ impl App {
             last_who: None,
             last_tick: None,
             pacer: Pacer::new(),
+            behind: 0,
             clock: NaiveTime::MIN,
             size: (80, 24),
             dirty: true,
@@ -246,6 +252,12 @@ impl App {
             }
             Msg::Tick { now, time } => self.on_tick(now, time, &mut effects),
             Msg::Net(event) => self.on_net(event, &mut effects),
+            Msg::Backlog(queued) => {
+                if queued != self.behind {
+                    self.behind = queued;
+                    self.dirty = true;
+                }
+            }
         }
         self.pump_outbox(&mut effects);
         effects

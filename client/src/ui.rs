@@ -266,6 +266,13 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         separator(),
         Span::raw(format!("{} online", app.users.len())),
     ];
+    if app.behind > 0 {
+        spans.push(separator());
+        spans.push(Span::styled(
+            format!("behind: {} queued", app.behind),
+            Style::new().fg(Color::LightRed).bold(),
+        ));
+    }
     if !app.outbox.is_empty() {
         spans.push(separator());
         spans.push(Span::styled(

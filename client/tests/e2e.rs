@@ -426,3 +426,25 @@ fn a_line_typed_just_before_quitting_is_still_sent() {
     frank.type_keys(CTRL_C);
     assert!(frank.wait_exit().success());
 }
+
+#[test]
+fn signals_from_outside_restore_the_terminal() {
+    let server = Server::start();
+    for (signal, name) in [
+        (libc::SIGINT, "sigint"),
+        (libc::SIGQUIT, "sigquit"),
+        (libc::SIGTERM, "sigterm"),
+        (libc::SIGHUP, "sighup"),
+    ] {
+        let mut tui = Tui::start(name, server.addr, name);
+        tui.wait_for("online, in the alternate screen", |t| {
+            sidebar_lists(t, &[name]) && t.parser.lock().unwrap().screen().alternate_screen()
+        });
+        let pid = tui.child.process_id().expect("a child pid");
+        let pid = libc::pid_t::try_from(pid).expect("pid fits");
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill -{name}");
+        tui.wait_exit();
+        tui.assert_restored();
+    }
+}

@@ -1,37 +1,48 @@
 //! The connection task against a real in-process chat-server: JSON mode and `--plain` mode
 //! (the original's text, which our server also speaks), without a terminal.
 
-use chat_protocol::{ClientCommand, ServerEvent};
+use chat_protocol::{ClientCommand, HELLO_LINE, LeaveReason, ServerEvent};
 use chat_tui::net::{self, NetConfig, NetEvent};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{self, Receiver, UnboundedSender};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn start_server() -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let config = chat_server::Config {
+    start_server_with(chat_server::Config {
         rate: 0.0,
         ..chat_server::Config::default()
-    };
+    })
+    .await
+}
+
+async fn start_server_with(config: chat_server::Config) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
     tokio::spawn(chat_server::run(listener, config, shutdown.clone()));
     (addr, shutdown)
 }
 
 struct Conn {
     commands: UnboundedSender<ClientCommand>,
-    events: UnboundedReceiver<NetEvent>,
+    events: Receiver<NetEvent>,
 }
 
 impl Conn {
     fn start(addr: SocketAddr, plain: bool) -> Conn {
+        Conn::start_with_queue(addr, plain, net::EVENT_QUEUE)
+    }
+
+    /// With room for only `queue` events between the connection and the (test) app.
+    fn start_with_queue(addr: SocketAddr, plain: bool, queue: usize) -> Conn {
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (event_tx, events) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(queue);
         tokio::spawn(net::run(
             NetConfig::new(addr.to_string(), plain),
             command_rx,
@@ -195,5 +206,145 @@ async fn lost_connection_is_reported_with_a_retry_delay() {
     assert!(
         retry >= Duration::from_millis(500) && retry <= Duration::from_secs(1),
         "doubled: {retry:?}"
+    );
+}
+
+/// A JSON-mode connection made by hand: the test's own peer.
+async fn raw_json_client(
+    addr: SocketAddr,
+) -> (
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("{HELLO_LINE}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reader = BufReader::new(reader);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).await.unwrap() > 0, "closed");
+        if line.contains("\"type\":\"welcome\"") {
+            return (reader, writer);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_app_that_falls_behind_makes_the_connection_stop_reading_so_the_server_drops_it() {
+    // A small outgoing queue per connection, so the server gives up on a slow reader soon.
+    let (addr, shutdown) = start_server_with(chat_server::Config {
+        rate: 0.0,
+        sendq_bytes: 64 * 1024,
+        ..chat_server::Config::default()
+    })
+    .await;
+    // The "app" never applies anything: 16 events fit, then the connection must wait.
+    let mut stalled = Conn::start_with_queue(addr, false, 16);
+    let me = stalled
+        .server_event("welcome", |e| match e {
+            ServerEvent::Welcome { addr, .. } => Some(addr.clone()),
+            _ => None,
+        })
+        .await;
+    let (mut reader, mut writer) = raw_json_client(addr).await;
+    // The flooder sends 32 lines at a time and reads its own back before sending more (or it
+    // would be the slow one), watching for the stalled client's leave.
+    let text = "x".repeat(1000);
+    let chunk = format!("{}\n", ClientCommand::Chat { text }.to_json()).repeat(32);
+    let reason = timeout(DEADLINE, async {
+        let mut line = String::new();
+        loop {
+            writer.write_all(chunk.as_bytes()).await.unwrap();
+            let mut echoed = 0;
+            while echoed < 32 {
+                line.clear();
+                assert!(
+                    reader.read_line(&mut line).await.unwrap() > 0,
+                    "flooder dropped"
+                );
+                match ServerEvent::parse_json(line.trim_end()) {
+                    Ok(ServerEvent::Chat { .. }) => echoed += 1,
+                    Ok(ServerEvent::Leave { addr, reason, .. }) if addr == me => return reason,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("the stalled client was never dropped: is the connection still reading?");
+    assert_eq!(reason, LeaveReason::SendqExceeded);
+    // The connection held on to at most what the channel has room for.
+    assert!(stalled.events.len() <= 16);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn quitting_closes_cleanly_so_the_server_reads_an_end_of_stream_not_a_reset() {
+    // A stand-in server that greets, then sends far more than the client reads before it
+    // quits (more than any socket buffers hold), and only then reads what the client said.
+    // A client that closed with that data unread would have made its kernel answer with a
+    // reset: the server's writing would fail, and what it had not read yet would be lost.
+    const BURST: usize = 16 * 1024 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (burst_started_tx, burst_started) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut hello = String::new();
+        reader.read_line(&mut hello).await.unwrap();
+        assert_eq!(hello.trim_end(), HELLO_LINE);
+        let welcome = ServerEvent::Welcome {
+            version: 1,
+            addr: "127.0.0.1:1".into(),
+            name: "127.0.0.1:1".into(),
+        };
+        writer
+            .write_all(format!("{}\n", welcome.to_json()).as_bytes())
+            .await
+            .unwrap();
+        let line = ServerEvent::notice(chat_protocol::NoticeCode::Other, "y".repeat(1000));
+        let chunk = format!("{}\n", line.to_json()).repeat(256);
+        let mut burst_started_tx = Some(burst_started_tx);
+        let mut sent = 0;
+        while sent < BURST {
+            writer
+                .write_all(chunk.as_bytes())
+                .await
+                .map_err(|e| format!("writing failed after {sent} bytes: {e}"))?;
+            sent += chunk.len();
+            if let Some(tx) = burst_started_tx.take() {
+                let _ = tx.send(());
+            }
+        }
+        let mut said = String::new();
+        reader
+            .read_to_string(&mut said)
+            .await
+            .map_err(|e| format!("reading failed: {e}"))?;
+        Ok::<String, String>(said)
+    });
+    let mut conn = Conn::start_with_queue(addr, false, 4);
+    conn.until("connected", |e| {
+        matches!(e, NetEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    timeout(DEADLINE, burst_started).await.unwrap().unwrap();
+    conn.send(ClientCommand::Chat { text: "bye".into() });
+    // Quit: the app drops both ends, as main does, while the burst is still coming.
+    drop(conn);
+    let said = timeout(DEADLINE, server)
+        .await
+        .expect("the stand-in server never finished")
+        .unwrap()
+        .expect("the client's quit reset the connection");
+    assert!(
+        said.contains(r#"{"type":"chat","text":"bye"}"#),
+        "the last line was written before closing: {said:?}"
     );
 }

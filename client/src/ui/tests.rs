@@ -356,3 +356,18 @@ fn every_row_of_a_message_taller_than_the_pane_can_be_paged_to() {
         assert!(seen.contains(word.as_str()), "{word} was never on screen");
     }
 }
+
+#[test]
+fn the_status_bar_says_when_the_client_falls_behind() {
+    let mut app = busy_app(100, 12);
+    app.update(Msg::Backlog(1500));
+    let screen = screen_text(&render(&app, 100, 12));
+    assert!(screen.contains("│ behind: 1500 queued"), "{screen}");
+    app.dirty = false;
+    app.update(Msg::Backlog(1500));
+    assert!(!app.dirty, "no change, no redraw");
+    app.update(Msg::Backlog(0));
+    assert!(app.dirty);
+    let screen = screen_text(&render(&app, 100, 12));
+    assert!(!screen.contains("behind"), "{screen}");
+}
