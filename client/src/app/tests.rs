@@ -251,8 +251,18 @@ fn sending_is_paced_below_the_server_flood_limit() {
     let mut effects = app.update(key(KeyCode::Enter));
     let first = sent(&effects).len();
     assert!(first < 20, "a burst under the server's 20: {first}");
+    // The server's default flood limit (5 a second after a burst of 20), which the client's
+    // sends must never reach at any moment, however the ticks fall.
+    let server_allows = |ms: u64| 20 + 5 * ms / 1000;
+    let mut total = first + 1; // and the `who` at the first tick
     for ms in (250..=10_000).step_by(250) {
-        effects.extend(clock.tick(&mut app, ms));
+        let more = clock.tick(&mut app, ms);
+        total += sent(&more).len();
+        assert!(
+            (total as u64) < server_allows(ms),
+            "{total} sent by {ms} ms: the server would drop some"
+        );
+        effects.extend(more);
     }
     let chats: Vec<_> = sent(&effects)
         .into_iter()
@@ -850,25 +860,34 @@ fn who_answer_fills_the_sorted_sidebar() {
 fn joins_leaves_and_renames_update_pane_and_sidebar() {
     let mut app = connected();
     app.update(server(ServerEvent::Users {
-        users: vec![user(ME, ME)],
+        users: vec![
+            user(ME, ME),
+            user("1.1.1.2:1", "Zed"),
+            user("1.1.1.2:2", "alice"),
+        ],
     }));
     app.update(server(ServerEvent::Join {
         addr: BOB.into(),
         name: BOB.into(),
     }));
-    assert_eq!(app.users.len(), 2);
+    let names = |app: &App| -> Vec<String> { app.users.iter().map(|u| u.name.clone()).collect() };
+    assert_eq!(names(&app), [ME, BOB, "alice", "Zed"]);
     app.update(server(ServerEvent::Rename {
         addr: BOB.into(),
         old: BOB.into(),
         new: "bob".into(),
     }));
-    assert!(app.users.iter().any(|u| u.name == "bob"));
+    assert_eq!(
+        names(&app),
+        [ME, "alice", "bob", "Zed"],
+        "renamed and moved to its place"
+    );
     app.update(server(ServerEvent::Leave {
         addr: BOB.into(),
         name: "bob".into(),
         reason: LeaveReason::Timeout,
     }));
-    assert_eq!(app.users.len(), 1);
+    assert_eq!(names(&app), [ME, "alice", "Zed"]);
     app.update(server(ServerEvent::Leave {
         addr: "1.1.1.1:1".into(),
         name: "carl".into(),
@@ -1214,4 +1233,7 @@ fn resize_and_status_changes_ask_for_a_redraw_but_ticks_do_not() {
     });
     assert!(app.dirty);
     assert_eq!(app.size, (100, 30));
+    app.dirty = false;
+    app.update(Msg::Net(NetEvent::Connecting { attempt: 2 }));
+    assert!(app.dirty, "the status bar shows the connection state");
 }
