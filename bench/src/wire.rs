@@ -105,8 +105,14 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
 /// Finds a payload at the end of a received line (without its `\n`), if there is one.
 pub fn parse_payload(line: &[u8]) -> Option<Payload> {
     let mut line = line.strip_suffix(b"\r").unwrap_or(line);
-    if let Some(json) = line.strip_suffix(b"\"}") {
-        line = json;
+    if line.ends_with(b"}") {
+        // A JSON chat event: the text ends before its stamp (`","seq":N,"ts":"..."}`), or
+        // before the closing `"}` from servers without one.
+        const STAMP: &[u8] = b"\",\"seq\":";
+        line = match line.windows(STAMP.len()).rposition(|w| w == STAMP) {
+            Some(at) => &line[..at],
+            None => line.strip_suffix(b"\"}").unwrap_or(line),
+        };
     }
     let mut tokens = line.rsplitn(5, |&b| b == b' ');
     let nanos = parse_u64(tokens.next()?)?;
@@ -215,6 +221,10 @@ mod tests {
             addr: "127.0.0.1:5".into(),
             name: "n".into(),
             text: "b 3 17 123456".into(),
+            stamp: Some(chat_protocol::Stamp {
+                seq: 9,
+                ts: "2026-12-02T02:41:07.123Z".into(),
+            }),
         }
         .to_json();
         assert_eq!(parse_payload(json.trim_end().as_bytes()), want);

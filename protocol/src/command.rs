@@ -1,8 +1,9 @@
 //! What a client may send.
 //!
-//! **Plain mode** (nc, the default): one command per line, exactly as the original:
-//! `who`, `rename|NAME`, and anything else is a chat message. A line that merely starts with
-//! "rename" (`renamed the file`) is chat.
+//! **Plain mode** (nc, the default): one command per line: the original's `who` and
+//! `rename|NAME`, and ours, `history|N` and `to|NAME|TEXT`; anything else is a chat message.
+//! A line that merely starts with a command's word (`renamed the file`, `history lesson`,
+//! `today`) is chat.
 //!
 //! **JSON mode**: a program sends [`HELLO_LINE`] as its first line. From then on it sends one
 //! JSON object per line (`{"type":"chat","text":"who"}` is a chat message, not a command)
@@ -24,15 +25,44 @@ pub const HELLO_LINE: &str = r#"{"type":"hello","version":1}"#;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientCommand {
-    /// Switch to JSON mode (JSON only, first line only).
-    Hello { version: u32 },
+    /// Switch to JSON mode (JSON only, first line only), with the room password if the
+    /// server has one.
+    Hello {
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+    },
     /// Broadcast `text` to everyone.
     Chat { text: String },
     /// List the users online.
     Who,
     /// Take a new name.
     Rename { name: String },
+    /// Keepalive (JSON only): answered by `pong` with the same token; counts as activity.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Room events from the log: the newest `limit`, or those just `before` or `after` a seq.
+    /// In plain mode (`history|N`) only the events nc users see, newest N.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// A direct message to the one online user named `to`.
+    Dm { to: String, text: String },
 }
+
+/// `history` pages hold this many events unless asked for fewer...
+pub const HISTORY_DEFAULT_LIMIT: u32 = 100;
+/// ...and never more than this.
+pub const HISTORY_MAX_LIMIT: u32 = 500;
+/// `history|` without a number shows this many lines.
+pub const PLAIN_HISTORY_DEFAULT: u32 = 20;
 
 /// A JSON line that is not a valid command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,19 +86,47 @@ pub fn decode_line(line: &[u8]) -> (Cow<'_, str>, bool) {
 }
 
 impl ClientCommand {
-    /// Reads one plain (nc) line. Chat text comes back sanitized; a rename's name comes back
-    /// as typed, for the server to validate.
-    pub fn parse_plain(line: &str) -> ClientCommand {
+    /// Reads one plain (nc) line. Chat and direct-message text comes back sanitized; a
+    /// name comes back as typed, for the server to validate or look up. A malformed command
+    /// comes back as the message to answer it with.
+    pub fn parse_plain(line: &str) -> Result<ClientCommand, String> {
         if line == "who" {
-            ClientCommand::Who
+            Ok(ClientCommand::Who)
         } else if let Some(name) = line.strip_prefix("rename|") {
-            ClientCommand::Rename {
+            Ok(ClientCommand::Rename {
                 name: name.to_string(),
-            }
+            })
+        } else if let Some(count) = line.strip_prefix("history|") {
+            let limit = match count {
+                "" => PLAIN_HISTORY_DEFAULT,
+                count => count
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "history|N takes a number of lines from 1 to {HISTORY_MAX_LIMIT} (history| shows {PLAIN_HISTORY_DEFAULT})"
+                        )
+                    })?,
+            };
+            Ok(ClientCommand::History {
+                before: None,
+                after: None,
+                limit: Some(limit),
+            })
+        } else if let Some(rest) = line.strip_prefix("to|") {
+            // Everything after the second `|` is the text, `|`s included.
+            let (to, text) = rest
+                .split_once('|')
+                .ok_or_else(|| "a direct message is to|NAME|TEXT".to_string())?;
+            Ok(ClientCommand::Dm {
+                to: to.to_string(),
+                text: sanitize_text(text).into_owned(),
+            })
         } else {
-            ClientCommand::Chat {
+            Ok(ClientCommand::Chat {
                 text: sanitize_text(line).into_owned(),
-            }
+            })
         }
     }
 
@@ -76,6 +134,10 @@ impl ClientCommand {
     pub fn parse_json(line: &str) -> Result<ClientCommand, CommandError> {
         match serde_json::from_str(line) {
             Ok(ClientCommand::Chat { text }) => Ok(ClientCommand::Chat {
+                text: sanitize_text(&text).into_owned(),
+            }),
+            Ok(ClientCommand::Dm { to, text }) => Ok(ClientCommand::Dm {
+                to,
                 text: sanitize_text(&text).into_owned(),
             }),
             Ok(command) => Ok(command),
@@ -89,16 +151,31 @@ impl ClientCommand {
         line == HELLO_LINE
     }
 
-    /// The plain line for this command, if it has one (`None` for `hello`, and for chat
-    /// text that the server would read as a command or split into several lines).
+    /// The plain line for this command, if it has one (`None` for JSON-only commands, and
+    /// for text that the server would read as a command or split into several lines).
     pub fn to_plain(&self) -> Option<String> {
+        let one_line = |text: &str| !text.contains(['\n', '\r']);
         match self {
-            ClientCommand::Hello { .. } => None,
+            ClientCommand::Hello { .. } | ClientCommand::Ping { .. } => None,
+            ClientCommand::History {
+                before: None,
+                after: None,
+                limit,
+            } => Some(format!(
+                "history|{}",
+                limit.unwrap_or(PLAIN_HISTORY_DEFAULT)
+            )),
+            ClientCommand::History { .. } => None,
             ClientCommand::Who => Some("who".into()),
             ClientCommand::Rename { name } => Some(format!("rename|{name}")),
+            ClientCommand::Dm { to, text } => (one_line(to) && one_line(text) && !to.contains('|'))
+                .then(|| format!("to|{to}|{text}")),
             ClientCommand::Chat { text } => {
-                let is_command = text == "who" || text.starts_with("rename|");
-                (!is_command && !text.contains(['\n', '\r'])).then(|| text.clone())
+                let is_command = text == "who"
+                    || ["rename|", "history|", "to|"]
+                        .iter()
+                        .any(|prefix| text.starts_with(prefix));
+                (!is_command && one_line(text)).then(|| text.clone())
             }
         }
     }
@@ -119,17 +196,65 @@ mod tests {
 
     #[test]
     fn plain_commands_as_in_the_original() {
-        assert_eq!(ClientCommand::parse_plain("who"), ClientCommand::Who);
+        assert_eq!(ClientCommand::parse_plain("who"), Ok(ClientCommand::Who));
         assert_eq!(
             ClientCommand::parse_plain("rename|mike"),
-            ClientCommand::Rename {
+            Ok(ClientCommand::Rename {
                 name: "mike".into()
-            }
+            })
         );
         assert_eq!(
             ClientCommand::parse_plain("rename|"),
-            ClientCommand::Rename { name: "".into() }
+            Ok(ClientCommand::Rename { name: "".into() })
         );
+    }
+
+    fn history(limit: u32) -> Result<ClientCommand, String> {
+        Ok(ClientCommand::History {
+            before: None,
+            after: None,
+            limit: Some(limit),
+        })
+    }
+
+    #[test]
+    fn plain_history_takes_a_count_from_1_to_500() {
+        assert_eq!(ClientCommand::parse_plain("history|"), history(20));
+        assert_eq!(ClientCommand::parse_plain("history|1"), history(1));
+        assert_eq!(ClientCommand::parse_plain("history|500"), history(500));
+        for bad in [
+            "history|0",
+            "history|501",
+            "history|x",
+            "history|-1",
+            "history| 5",
+        ] {
+            let refusal = ClientCommand::parse_plain(bad).unwrap_err();
+            assert!(refusal.contains("1 to 500"), "{bad}: {refusal}");
+        }
+    }
+
+    #[test]
+    fn plain_direct_messages_keep_every_bar_of_their_text() {
+        let dm = |to: &str, text: &str| {
+            Ok(ClientCommand::Dm {
+                to: to.into(),
+                text: text.into(),
+            })
+        };
+        assert_eq!(ClientCommand::parse_plain("to|bob|hi"), dm("bob", "hi"));
+        assert_eq!(ClientCommand::parse_plain("to|bob|a|b"), dm("bob", "a|b"));
+        assert_eq!(ClientCommand::parse_plain("to|bob|"), dm("bob", ""));
+        assert_eq!(
+            ClientCommand::parse_plain("to|bob|\x1b[2J"),
+            dm("bob", "\u{FFFD}[2J")
+        );
+        for malformed in ["to|", "to|bob"] {
+            assert_eq!(
+                ClientCommand::parse_plain(malformed),
+                Err("a direct message is to|NAME|TEXT".into())
+            );
+        }
     }
 
     #[test]
@@ -141,8 +266,15 @@ mod tests {
             "who?",
             " who",
             "WHO",
+            "history",
+            "history lesson",
+            "history 5",
+            "to",
+            "today",
+            "to bob|hi",
+            "TO|bob|hi",
         ] {
-            assert_eq!(ClientCommand::parse_plain(text), chat(text));
+            assert_eq!(ClientCommand::parse_plain(text), Ok(chat(text)));
         }
     }
 
@@ -150,7 +282,7 @@ mod tests {
     fn chat_is_sanitized() {
         assert_eq!(
             ClientCommand::parse_plain("hi\x1b[2J"),
-            chat("hi\u{FFFD}[2J")
+            Ok(chat("hi\u{FFFD}[2J"))
         );
         assert_eq!(
             ClientCommand::parse_json(r#"{"type":"chat","text":"a\u001bb\nc"}"#),
@@ -175,7 +307,8 @@ mod tests {
         assert!(ClientCommand::is_hello(HELLO_LINE));
         assert_eq!(
             ClientCommand::Hello {
-                version: PROTOCOL_VERSION
+                version: PROTOCOL_VERSION,
+                password: None
             }
             .to_json(),
             HELLO_LINE
@@ -186,6 +319,46 @@ mod tests {
         assert!(!ClientCommand::is_hello(
             r#"{"version":1,"type":"hello","junk":[1]}"#
         ));
+    }
+
+    #[test]
+    fn json_keepalive_history_and_dm_shapes() {
+        assert_eq!(
+            ClientCommand::parse_json(r#"{"type":"ping"}"#),
+            Ok(ClientCommand::Ping { token: None })
+        );
+        assert_eq!(
+            ClientCommand::parse_json(r#"{"type":"ping","token":"t1"}"#),
+            Ok(ClientCommand::Ping {
+                token: Some("t1".into())
+            })
+        );
+        assert_eq!(
+            ClientCommand::parse_json(r#"{"type":"history","after":41,"limit":5}"#),
+            Ok(ClientCommand::History {
+                before: None,
+                after: Some(41),
+                limit: Some(5)
+            })
+        );
+        assert_eq!(
+            ClientCommand::parse_json(r#"{"type":"dm","to":"bob","text":"a\u001b"}"#),
+            Ok(ClientCommand::Dm {
+                to: "bob".into(),
+                text: "a\u{FFFD}".into()
+            })
+        );
+        assert_eq!(
+            ClientCommand::Dm {
+                to: "bob".into(),
+                text: "x|y".into()
+            }
+            .to_plain()
+            .as_deref(),
+            Some("to|bob|x|y")
+        );
+        assert_eq!(chat("to|bob|hi").to_plain(), None);
+        assert_eq!(chat("history|3").to_plain(), None);
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct UserInfo {
     pub name: String,
 }
 
+/// Where a room event stands in the room's one order, and when the server accepted it.
+/// Room events (chat lines, joins, leaves, renames) carry one; JSON renders its fields
+/// flattened into the event: `"seq":42,"ts":"2026-12-02T02:41:07.123Z"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Strictly increasing, never reused: the order in which every user receives events.
+    pub seq: u64,
+    /// Server time, UTC, RFC 3339 with exactly three decimals and `Z`.
+    pub ts: String,
+}
+
 /// Why a user left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +47,8 @@ pub enum LeaveReason {
     SendqExceeded,
     /// Kept sending faster than the rate limit.
     ExcessFlood,
+    /// The server node it was connected to stopped answering (multi-node mode).
+    NodeLost,
 }
 
 /// What went wrong, for programs. `message` says it for people.
@@ -62,6 +75,14 @@ pub enum ErrorCode {
     ServerFull,
     /// Refused: too many connections from this IP address.
     TooManyFromIp,
+    /// A direct message to a name nobody online has.
+    NoSuchUser,
+    /// A direct message with nothing to say.
+    EmptyText,
+    /// The room password was wrong.
+    WrongPassword,
+    /// The room cannot take the line now (its shared log is unreachable); send it again later.
+    Unavailable,
     /// A code this client does not know.
     #[serde(other)]
     Other,
@@ -88,28 +109,47 @@ pub enum ServerEvent {
         version: u32,
         addr: String,
         name: String,
+        /// The server's idle timeout (`0`: none): how often a client must say something,
+        /// a `ping` at least, to stay connected.
+        #[serde(default)]
+        idle_timeout_ms: u64,
+        /// The newest room event's seq when this client was welcomed: every later event
+        /// reaches it live, and `history` fetches what came before.
+        #[serde(default)]
+        seq: u64,
     },
     /// To the newcomer only, right after its own `login`: `[ADDR]NAME: I am here`.
     Here { addr: String, name: String },
     /// To everyone, the newcomer included: `[ADDR]NAME: login`.
-    Join { addr: String, name: String },
+    Join {
+        addr: String,
+        name: String,
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
+    },
     /// A chat line, to everyone, the sender included: `[ADDR]NAME: TEXT`.
     Chat {
         addr: String,
         name: String,
         text: String,
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// To everyone else: `[ADDR]NAME: login out` or `[ADDR]NAME: time out leave out`.
     Leave {
         addr: String,
         name: String,
         reason: LeaveReason,
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// Someone else took a new name (JSON only: the original never told anyone).
     Rename {
         addr: String,
         old: String,
         new: String,
+        #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+        stamp: Option<Stamp>,
     },
     /// Reply to your rename: `rename ok`.
     Renamed { name: String },
@@ -119,6 +159,25 @@ pub enum ServerEvent {
     Error { code: ErrorCode, message: String },
     /// Something you should know: `notice: MESSAGE`.
     Notice { code: NoticeCode, message: String },
+    /// Reply to `ping` (JSON only), with its token if it had one.
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Reply to `history` (JSON only): room events oldest first, each as it was sent live.
+    /// `more`: further events exist in the asked direction beyond this page. `gap`: events
+    /// that belong in the asked direction were deleted by retention.
+    History {
+        events: Vec<ServerEvent>,
+        more: bool,
+        gap: bool,
+    },
+    /// A direct message, to its recipient and its sender: `[ADDR]NAME -> TONAME: TEXT`.
+    Dm {
+        from: UserInfo,
+        to: UserInfo,
+        text: String,
+    },
 }
 
 impl ServerEvent {
@@ -150,11 +209,28 @@ impl ServerEvent {
             );
         };
         match self {
-            ServerEvent::Welcome { .. } | ServerEvent::Rename { .. } => return false,
+            ServerEvent::Welcome { .. }
+            | ServerEvent::Rename { .. }
+            | ServerEvent::Pong { .. }
+            | ServerEvent::History { .. } => return false,
             ServerEvent::Here { addr, name } => said(out, addr, name, "I am here"),
-            ServerEvent::Join { addr, name } => said(out, addr, name, "login"),
-            ServerEvent::Chat { addr, name, text } => said(out, addr, name, text),
-            ServerEvent::Leave { addr, name, reason } => {
+            ServerEvent::Join { addr, name, .. } => said(out, addr, name, "login"),
+            ServerEvent::Chat {
+                addr, name, text, ..
+            } => said(out, addr, name, text),
+            ServerEvent::Dm { from, to, text } => {
+                let _ = writeln!(
+                    out,
+                    "[{}]{} -> {}: {}",
+                    from.addr,
+                    sanitize_text(&from.name),
+                    sanitize_text(&to.name),
+                    sanitize_text(text)
+                );
+            }
+            ServerEvent::Leave {
+                addr, name, reason, ..
+            } => {
                 let text = match reason {
                     LeaveReason::Timeout => "time out leave out",
                     _ => "login out",
@@ -211,43 +287,73 @@ impl ServerEvent {
                 version,
                 addr,
                 name,
+                idle_timeout_ms,
+                seq,
             } => ServerEvent::Welcome {
                 version,
                 addr: s(addr),
                 name: s(name),
+                idle_timeout_ms,
+                seq,
             },
             ServerEvent::Here { addr, name } => ServerEvent::Here {
                 addr: s(addr),
                 name: s(name),
             },
-            ServerEvent::Join { addr, name } => ServerEvent::Join {
+            ServerEvent::Join { addr, name, stamp } => ServerEvent::Join {
                 addr: s(addr),
                 name: s(name),
+                stamp,
             },
-            ServerEvent::Chat { addr, name, text } => ServerEvent::Chat {
+            ServerEvent::Chat {
+                addr,
+                name,
+                text,
+                stamp,
+            } => ServerEvent::Chat {
                 addr: s(addr),
                 name: s(name),
                 text: s(text),
+                stamp,
             },
-            ServerEvent::Leave { addr, name, reason } => ServerEvent::Leave {
+            ServerEvent::Leave {
+                addr,
+                name,
+                reason,
+                stamp,
+            } => ServerEvent::Leave {
                 addr: s(addr),
                 name: s(name),
                 reason,
+                stamp,
             },
-            ServerEvent::Rename { addr, old, new } => ServerEvent::Rename {
+            ServerEvent::Rename {
+                addr,
+                old,
+                new,
+                stamp,
+            } => ServerEvent::Rename {
                 addr: s(addr),
                 old: s(old),
                 new: s(new),
+                stamp,
             },
             ServerEvent::Renamed { name } => ServerEvent::Renamed { name: s(name) },
             ServerEvent::Users { users } => ServerEvent::Users {
-                users: users
-                    .into_iter()
-                    .map(|u| UserInfo {
-                        addr: s(u.addr),
-                        name: s(u.name),
-                    })
-                    .collect(),
+                users: users.into_iter().map(UserInfo::sanitized).collect(),
+            },
+            ServerEvent::Pong { token } => ServerEvent::Pong {
+                token: token.map(s),
+            },
+            ServerEvent::History { events, more, gap } => ServerEvent::History {
+                events: events.into_iter().map(ServerEvent::sanitized).collect(),
+                more,
+                gap,
+            },
+            ServerEvent::Dm { from, to, text } => ServerEvent::Dm {
+                from: from.sanitized(),
+                to: to.sanitized(),
+                text: s(text),
             },
             ServerEvent::Error { code, message } => ServerEvent::Error {
                 code,
@@ -261,6 +367,29 @@ impl ServerEvent {
     }
 }
 
+impl UserInfo {
+    /// The same user with both fields made terminal-safe.
+    pub fn sanitized(self) -> UserInfo {
+        UserInfo {
+            addr: sanitized(self.addr),
+            name: sanitized(self.name),
+        }
+    }
+}
+
+impl ServerEvent {
+    /// The room event's place in the order, if it is a room event that has one.
+    pub fn stamp(&self) -> Option<&Stamp> {
+        match self {
+            ServerEvent::Join { stamp, .. }
+            | ServerEvent::Chat { stamp, .. }
+            | ServerEvent::Leave { stamp, .. }
+            | ServerEvent::Rename { stamp, .. } => stamp.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// `text`, made terminal-safe, without copying when it already is.
 fn sanitized(text: String) -> String {
     match sanitize_text(&text) {
@@ -269,14 +398,24 @@ fn sanitized(text: String) -> String {
     }
 }
 
+/// One plain line, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlainLine {
+    Event(ServerEvent),
+    /// One more entry of the `who` answer being read: add it to the list that the last
+    /// `Event(ServerEvent::Users { .. })` started. Entries come one at a time, so reading a
+    /// list of N users costs N, not N² (the list has no end marker to wait for).
+    UserListed(UserInfo),
+}
+
 /// Reads the plain text of the original server (or ours in plain mode) back into events.
 ///
 /// Stateful because `who`'s answer spans lines, and `rename ok` does not say the new name:
 /// tell the parser with [`PlainParser::sent_rename`] when you send a rename.
 #[derive(Debug, Default)]
 pub struct PlainParser {
-    /// The `who` answer being read, if the last lines were one.
-    user_list: Option<Vec<UserInfo>>,
+    /// True while the last lines were a `who` answer.
+    in_user_list: bool,
     /// Names asked for with `rename|`, oldest first, awaiting `rename ok`.
     pending_renames: VecDeque<String>,
 }
@@ -304,27 +443,26 @@ impl PlainParser {
 
     /// Reads one line (without its line ending). Unrecognised lines come back as an
     /// `Other` notice carrying the line.
-    pub fn parse_line(&mut self, line: &str) -> ServerEvent {
-        self.parse_line_raw(line).sanitized()
-    }
-
-    fn parse_line_raw(&mut self, line: &str) -> ServerEvent {
-        if let Some(users) = &mut self.user_list
+    pub fn parse_line(&mut self, line: &str) -> PlainLine {
+        if self.in_user_list
             && let Some((addr, name)) = split_addr(line, ':')
         {
-            users.push(UserInfo {
-                addr: addr.to_string(),
-                name: name.to_string(),
-            });
-            return ServerEvent::Users {
-                users: users.clone(),
-            };
+            return PlainLine::UserListed(
+                UserInfo {
+                    addr: addr.to_string(),
+                    name: name.to_string(),
+                }
+                .sanitized(),
+            );
         }
-        self.user_list = None;
-        if line == "user list:" {
-            self.user_list = Some(Vec::new());
-            return ServerEvent::Users { users: Vec::new() };
+        self.in_user_list = line == "user list:";
+        if self.in_user_list {
+            return PlainLine::Event(ServerEvent::Users { users: Vec::new() });
         }
+        PlainLine::Event(self.parse_event(line).sanitized())
+    }
+
+    fn parse_event(&mut self, line: &str) -> ServerEvent {
         if line == "rename ok" {
             let name = self.pending_renames.pop_front().unwrap_or_default();
             return ServerEvent::Renamed { name };
@@ -339,28 +477,51 @@ impl PlainParser {
         if let Some(message) = line.strip_prefix("notice: ") {
             return ServerEvent::notice(NoticeCode::Other, message);
         }
-        if let Some(rest) = line.strip_prefix('[')
-            && let Some((addr, rest)) = split_addr(rest, ']')
-            && let Some((name, text)) = rest.split_once(": ")
+        let Some((addr, rest)) = line.strip_prefix('[').and_then(|r| split_addr(r, ']')) else {
+            return ServerEvent::notice(NoticeCode::Other, line);
+        };
+        // A name has no space: the first space after `]` follows the name's `:` in a chat
+        // line and comes before `-> ` in a direct message.
+        if let Some((from, rest)) = rest.split_once(' ')
+            && !from.ends_with(':')
+            && let Some(rest) = rest.strip_prefix("-> ")
+            && let Some((to, text)) = rest.split_once(": ")
         {
+            return ServerEvent::Dm {
+                from: UserInfo {
+                    addr: addr.to_string(),
+                    name: from.to_string(),
+                },
+                to: UserInfo {
+                    addr: String::new(),
+                    name: to.to_string(),
+                },
+                text: text.to_string(),
+            };
+        }
+        if let Some((name, text)) = rest.split_once(": ") {
             let (addr, name) = (addr.to_string(), name.to_string());
+            let stamp = None;
             return match text {
-                "login" => ServerEvent::Join { addr, name },
+                "login" => ServerEvent::Join { addr, name, stamp },
                 "I am here" => ServerEvent::Here { addr, name },
                 "login out" => ServerEvent::Leave {
                     addr,
                     name,
                     reason: LeaveReason::Quit,
+                    stamp,
                 },
                 "time out leave out" => ServerEvent::Leave {
                     addr,
                     name,
                     reason: LeaveReason::Timeout,
+                    stamp,
                 },
                 text => ServerEvent::Chat {
                     addr,
                     name,
                     text: text.to_string(),
+                    stamp,
                 },
             };
         }
@@ -388,6 +549,7 @@ mod tests {
                 ServerEvent::Join {
                     addr: a.clone(),
                     name: a.clone(),
+                    stamp: None,
                 },
                 "[127.0.0.1:5000]127.0.0.1:5000: login\n",
             ),
@@ -403,6 +565,7 @@ mod tests {
                     addr: a.clone(),
                     name: n.clone(),
                     text: "hi there".into(),
+                    stamp: None,
                 },
                 "[127.0.0.1:5000]mike: hi there\n",
             ),
@@ -411,6 +574,7 @@ mod tests {
                     addr: a.clone(),
                     name: n.clone(),
                     reason: LeaveReason::Quit,
+                    stamp: None,
                 },
                 "[127.0.0.1:5000]mike: login out\n",
             ),
@@ -419,6 +583,7 @@ mod tests {
                     addr: a.clone(),
                     name: n.clone(),
                     reason: LeaveReason::Timeout,
+                    stamp: None,
                 },
                 "[127.0.0.1:5000]mike: time out leave out\n",
             ),
@@ -441,6 +606,7 @@ mod tests {
             addr: "1.2.3.4:5".into(),
             old: "a".into(),
             new: "b".into(),
+            stamp: None,
         };
         assert_eq!(rename.to_plain(), None);
         assert_eq!(
@@ -455,6 +621,7 @@ mod tests {
             addr: "1.2.3.4:5".into(),
             name: "bob".into(),
             reason: LeaveReason::SendqExceeded,
+            stamp: None,
         };
         assert_eq!(
             event.to_json(),
@@ -470,51 +637,153 @@ mod tests {
     #[test]
     fn plain_parser_reads_the_original() {
         let mut p = PlainParser::new();
+        let mut event = |line: &str| match p.parse_line(line) {
+            PlainLine::Event(event) => event,
+            other => panic!("{line:?} read as {other:?}"),
+        };
         assert_eq!(
-            p.parse_line("[[::1]:9]bob: hi: there"),
+            event("[[::1]:9]bob: hi: there"),
             ServerEvent::Chat {
                 addr: "[::1]:9".into(),
                 name: "bob".into(),
-                text: "hi: there".into()
+                text: "hi: there".into(),
+                stamp: None
             }
         );
         assert_eq!(
-            p.parse_line("[1.2.3.4:5]1.2.3.4:5: login"),
+            event("[1.2.3.4:5]1.2.3.4:5: login"),
             ServerEvent::Join {
                 addr: "1.2.3.4:5".into(),
-                name: "1.2.3.4:5".into()
+                name: "1.2.3.4:5".into(),
+                stamp: None
             }
         );
+        assert_eq!(
+            event("[1.2.3.4:5]x\x1b: y\x07"),
+            ServerEvent::Chat {
+                addr: "1.2.3.4:5".into(),
+                name: "x\u{FFFD}".into(),
+                text: "y\u{FFFD}".into(),
+                stamp: None
+            }
+        );
+    }
+
+    #[test]
+    fn plain_parser_reads_a_user_list_entry_by_entry() {
+        let mut p = PlainParser::new();
         assert_eq!(
             p.parse_line("user list:"),
-            ServerEvent::Users { users: vec![] }
+            PlainLine::Event(ServerEvent::Users { users: vec![] })
         );
-        p.parse_line("1.2.3.4:5:1.2.3.4:5");
         assert_eq!(
-            p.parse_line("[::1]:9:bob"),
-            ServerEvent::Users {
-                users: vec![user("1.2.3.4:5", "1.2.3.4:5"), user("[::1]:9", "bob")]
-            }
+            p.parse_line("1.2.3.4:5:1.2.3.4:5"),
+            PlainLine::UserListed(user("1.2.3.4:5", "1.2.3.4:5"))
+        );
+        assert_eq!(
+            p.parse_line("[::1]:9:b\x1bob"),
+            PlainLine::UserListed(user("[::1]:9", "b\u{FFFD}ob"))
         );
         p.sent_rename("taken");
         p.sent_rename("zed");
         p.parse_line("error: rename refused: the name taken is already taken");
         assert_eq!(
             p.parse_line("rename ok"),
-            ServerEvent::Renamed { name: "zed".into() }
+            PlainLine::Event(ServerEvent::Renamed { name: "zed".into() })
         );
         assert_eq!(
             p.parse_line("1.2.3.4:5:late"),
-            ServerEvent::notice(NoticeCode::Other, "1.2.3.4:5:late"),
+            PlainLine::Event(ServerEvent::notice(NoticeCode::Other, "1.2.3.4:5:late")),
             "a list ends at the first line that is not an entry"
         );
+    }
+
+    #[test]
+    fn direct_messages_render_and_read_back_apart_from_chat() {
+        let dm = ServerEvent::Dm {
+            from: user("127.0.0.1:40112", "127.0.0.1:40112"),
+            to: user("127.0.0.1:40120", "bob"),
+            text: "a|b: c".into(),
+        };
+        let plain = dm.to_plain().expect("a plain form");
+        assert_eq!(plain, "[127.0.0.1:40112]127.0.0.1:40112 -> bob: a|b: c\n");
+        let mut p = PlainParser::new();
+        let PlainLine::Event(ServerEvent::Dm { from, to, text }) = p.parse_line(plain.trim_end())
+        else {
+            panic!("not read as a DM");
+        };
+        assert_eq!(from, user("127.0.0.1:40112", "127.0.0.1:40112"));
+        assert_eq!(to.name, "bob");
+        assert_eq!(text, "a|b: c");
+        // A chat line whose text looks like a DM is still chat: its name ends with `:`.
+        assert!(matches!(
+            p.parse_line("[1.2.3.4:5]bob: -> alice: hi"),
+            PlainLine::Event(ServerEvent::Chat { .. })
+        ));
         assert_eq!(
-            p.parse_line("[1.2.3.4:5]x\x1b: y\x07"),
-            ServerEvent::Chat {
+            dm.to_json(),
+            "{\"type\":\"dm\",\"from\":{\"addr\":\"127.0.0.1:40112\",\"name\":\"127.0.0.1:40112\"},\"to\":{\"addr\":\"127.0.0.1:40120\",\"name\":\"bob\"},\"text\":\"a|b: c\"}\n"
+        );
+    }
+
+    #[test]
+    fn room_events_carry_their_stamp_flattened_and_read_without_one() {
+        let chat = ServerEvent::Chat {
+            addr: "1.2.3.4:5".into(),
+            name: "bob".into(),
+            text: "hi".into(),
+            stamp: Some(Stamp {
+                seq: 42,
+                ts: "2026-12-02T02:41:07.123Z".into(),
+            }),
+        };
+        let json = chat.to_json();
+        assert_eq!(
+            json,
+            "{\"type\":\"chat\",\"addr\":\"1.2.3.4:5\",\"name\":\"bob\",\"text\":\"hi\",\"seq\":42,\"ts\":\"2026-12-02T02:41:07.123Z\"}\n"
+        );
+        assert_eq!(ServerEvent::parse_json(json.trim_end()).unwrap(), chat);
+        assert_eq!(chat.stamp().map(|s| s.seq), Some(42));
+        assert_eq!(
+            chat.to_plain().as_deref(),
+            Some("[1.2.3.4:5]bob: hi\n"),
+            "nc users see no stamp"
+        );
+        let old = ServerEvent::parse_json(r#"{"type":"join","addr":"1.2.3.4:5","name":"x"}"#);
+        assert_eq!(
+            old.unwrap(),
+            ServerEvent::Join {
                 addr: "1.2.3.4:5".into(),
-                name: "x\u{FFFD}".into(),
-                text: "y\u{FFFD}".into()
+                name: "x".into(),
+                stamp: None
             }
+        );
+        let welcome = ServerEvent::parse_json(
+            r#"{"type":"welcome","version":1,"addr":"a","name":"a","idle_timeout_ms":30000,"seq":7}"#,
+        );
+        assert!(matches!(
+            welcome.unwrap(),
+            ServerEvent::Welcome {
+                idle_timeout_ms: 30_000,
+                seq: 7,
+                ..
+            }
+        ));
+        let history = ServerEvent::parse_json(&format!(
+            r#"{{"type":"history","events":[{}],"more":false,"gap":true}}"#,
+            json.trim_end()
+        ));
+        assert_eq!(
+            history.unwrap(),
+            ServerEvent::History {
+                events: vec![chat],
+                more: false,
+                gap: true
+            }
+        );
+        assert_eq!(
+            ServerEvent::Pong { token: None }.to_json(),
+            "{\"type\":\"pong\"}\n"
         );
     }
 }

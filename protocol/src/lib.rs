@@ -10,6 +10,7 @@
 //! - [`names`]: which names a user may choose.
 //! - [`sanitize`]: the one place that decides which characters may reach another terminal.
 //! - [`limits`]: defaults shared by the server and its clients.
+//! - [`rate`]: the token bucket behind the server's flood limit and the client's send pacing.
 //!
 //! `docs/PROTOCOL.md` at the repository root describes the wire format with examples.
 
@@ -18,10 +19,13 @@ pub mod event;
 pub mod framing;
 pub mod limits;
 pub mod names;
+pub mod rate;
 pub mod sanitize;
 
 pub use command::{ClientCommand, CommandError, HELLO_LINE, PROTOCOL_VERSION};
-pub use event::{ErrorCode, LeaveReason, NoticeCode, PlainParser, ServerEvent, UserInfo};
+pub use event::{
+    ErrorCode, LeaveReason, NoticeCode, PlainLine, PlainParser, ServerEvent, Stamp, UserInfo,
+};
 pub use framing::{Frame, LineFramer};
 pub use names::{NameError, validate_name};
 pub use sanitize::sanitize_text;

@@ -5,8 +5,8 @@ use chat_protocol::command::decode_line;
 use chat_protocol::names::validate_name;
 use chat_protocol::sanitize::is_unsafe;
 use chat_protocol::{
-    ClientCommand, ErrorCode, Frame, LeaveReason, LineFramer, NoticeCode, PlainParser, ServerEvent,
-    UserInfo, sanitize_text,
+    ClientCommand, ErrorCode, Frame, LeaveReason, LineFramer, NoticeCode, PlainLine, PlainParser,
+    ServerEvent, Stamp, UserInfo, sanitize_text,
 };
 use proptest::prelude::*;
 
@@ -32,6 +32,20 @@ fn text() -> impl Strategy<Value = String> {
     any::<String>().prop_map(|t| sanitize_text(&t).into_owned())
 }
 
+/// A room event's place in the order: absent (plain text, old servers) or any seq and time.
+fn stamp() -> impl Strategy<Value = Option<Stamp>> {
+    proptest::option::of(
+        (any::<u64>(), 0u64..4_102_444_800_000).prop_map(|(seq, ms)| Stamp {
+            seq,
+            ts: format!("{ms}"),
+        }),
+    )
+}
+
+fn user() -> impl Strategy<Value = UserInfo> {
+    (addr(), name()).prop_map(|(addr, name)| UserInfo { addr, name })
+}
+
 fn event() -> impl Strategy<Value = ServerEvent> {
     let reason = prop_oneof![
         Just(LeaveReason::Quit),
@@ -40,23 +54,37 @@ fn event() -> impl Strategy<Value = ServerEvent> {
         Just(LeaveReason::ExcessFlood)
     ];
     prop_oneof![
-        (addr(), name()).prop_map(|(addr, name)| ServerEvent::Join { addr, name }),
+        (addr(), name(), stamp()).prop_map(|(addr, name, stamp)| ServerEvent::Join {
+            addr,
+            name,
+            stamp
+        }),
         (addr(), name()).prop_map(|(addr, name)| ServerEvent::Here { addr, name }),
-        (addr(), name(), text()).prop_map(|(addr, name, text)| ServerEvent::Chat {
-            addr,
-            name,
-            text
+        (addr(), name(), text(), stamp()).prop_map(|(addr, name, text, stamp)| {
+            ServerEvent::Chat {
+                addr,
+                name,
+                text,
+                stamp,
+            }
         }),
-        (addr(), name(), reason).prop_map(|(addr, name, reason)| ServerEvent::Leave {
-            addr,
-            name,
-            reason
+        (addr(), name(), reason, stamp()).prop_map(|(addr, name, reason, stamp)| {
+            ServerEvent::Leave {
+                addr,
+                name,
+                reason,
+                stamp,
+            }
         }),
-        (addr(), name(), name()).prop_map(|(addr, old, new)| ServerEvent::Rename {
-            addr,
-            old,
-            new
+        (addr(), name(), name(), stamp()).prop_map(|(addr, old, new, stamp)| {
+            ServerEvent::Rename {
+                addr,
+                old,
+                new,
+                stamp,
+            }
         }),
+        (user(), user(), text()).prop_map(|(from, to, text)| ServerEvent::Dm { from, to, text }),
         name().prop_map(|name| ServerEvent::Renamed { name }),
         proptest::collection::vec((addr(), name()), 0..5).prop_map(|users| ServerEvent::Users {
             users: users
@@ -69,10 +97,13 @@ fn event() -> impl Strategy<Value = ServerEvent> {
     ]
 }
 
-/// What a plain-text reader can know: leave reasons other than timeout read as quits.
+/// What a plain-text reader can know: no stamps, leave reasons other than timeout read as
+/// quits, and a direct message names its recipient but not the address.
 fn as_plain_sees(event: ServerEvent) -> ServerEvent {
     match event {
-        ServerEvent::Leave { addr, name, reason } => ServerEvent::Leave {
+        ServerEvent::Leave {
+            addr, name, reason, ..
+        } => ServerEvent::Leave {
             addr,
             name,
             reason: if reason == LeaveReason::Timeout {
@@ -80,6 +111,28 @@ fn as_plain_sees(event: ServerEvent) -> ServerEvent {
             } else {
                 LeaveReason::Quit
             },
+            stamp: None,
+        },
+        ServerEvent::Join { addr, name, .. } => ServerEvent::Join {
+            addr,
+            name,
+            stamp: None,
+        },
+        ServerEvent::Chat {
+            addr, name, text, ..
+        } => ServerEvent::Chat {
+            addr,
+            name,
+            text,
+            stamp: None,
+        },
+        ServerEvent::Dm { from, to, text } => ServerEvent::Dm {
+            from,
+            to: UserInfo {
+                addr: String::new(),
+                name: to.name,
+            },
+            text,
         },
         other => other,
     }
@@ -103,7 +156,13 @@ proptest! {
         }
         let mut last = None;
         for line in text.lines() {
-            last = Some(parser.parse_line(line));
+            match parser.parse_line(line) {
+                PlainLine::Event(event) => last = Some(event),
+                PlainLine::UserListed(user) => match &mut last {
+                    Some(ServerEvent::Users { users }) => users.push(user),
+                    other => prop_assert!(false, "an entry after {:?}", other),
+                },
+            }
         }
         let parsed = last.expect("at least one line");
         // A chat text the original also uses for joins and leaves reads as those; that is
@@ -127,10 +186,12 @@ proptest! {
             ClientCommand::Chat { text: text.clone() },
             ClientCommand::Who,
             ClientCommand::Rename { name: name.clone() },
+            ClientCommand::Dm { to: name.clone(), text: text.clone() },
+            ClientCommand::History { before: None, after: None, limit: Some(7) },
         ] {
             prop_assert_eq!(ClientCommand::parse_json(&command.to_json()).unwrap(), command.clone());
             if let Some(line) = command.to_plain() {
-                prop_assert_eq!(ClientCommand::parse_plain(&line), command);
+                prop_assert_eq!(ClientCommand::parse_plain(&line), Ok(command));
             }
         }
     }
@@ -146,7 +207,7 @@ proptest! {
     fn no_bytes_make_a_parser_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let (line, _) = decode_line(&bytes);
         let command = ClientCommand::parse_plain(&line);
-        if let ClientCommand::Chat { text } = command {
+        if let Ok(ClientCommand::Chat { text } | ClientCommand::Dm { text, .. }) = command {
             prop_assert!(!text.chars().any(is_unsafe));
         }
         let _ = ClientCommand::parse_json(&line);

@@ -1,5 +1,6 @@
 //! Every limit the server enforces, with its default. `main.rs` maps each to a flag.
 
+use crate::room_log::HistoryConfig;
 use chat_protocol::limits;
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct Config {
     /// reason can still reach it if it starts reading again. Its queue is freed at once;
     /// only the socket and a small task remain.
     pub farewell_wait: Duration,
+    /// The room log: where, for how long, how durable. The library's default keeps it in
+    /// memory (tests); the binary's default is a file in the working directory.
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             burst: limits::DEFAULT_BURST,
             flush_grace: Duration::from_secs(1),
             farewell_wait: Duration::from_secs(10),
+            history: HistoryConfig::default(),
         }
     }
 }

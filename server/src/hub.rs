@@ -1,19 +1,32 @@
-//! Who is online, under which name, and broadcasting to them.
+//! Who is online, under which name, and the room's one order of events.
 //!
-//! One mutex guards the member list, and every broadcast queues its line to every member
-//! while holding it. That gives all messages one total order that every user sees, makes
-//! `who` a consistent snapshot, and makes name checks race-free. The lock is never held
-//! across an await and queuing never blocks (see [`crate::outbox`]), so holding it is short.
+//! One mutex guards the room. Under it a room event (chat line, join, leave, rename) gets
+//! its `seq` and `ts`, the membership and names change at once (so `who`, renames and direct
+//! messages always see a consistent room), and the event is handed to the
+//! [room log](crate::room_log). Delivery waits for the log: once a group of events is
+//! committed, the log's writer calls [`Hub::deliver_committed`], which queues them, in seq
+//! order, to every member receiving at that point of the order. So every user receives one
+//! unbroken slice of one order, and nobody receives a line that is not in the log.
 //!
-//! Each member leaves exactly once: whoever removes it from the map (its session, or a
-//! broadcast that found it too slow) announces the leave; anyone later finds it gone.
+//! Lines for one member (replies, errors, `who`, direct messages, farewells) queue behind
+//! the events still waiting for the log, so a member's lines keep the order in which the
+//! server decided them: `rename ok` after the rename, a farewell after everything before it.
+//! When nothing waits they go out at once.
+//!
+//! A member is *present* (listed, holding its name, reachable by direct messages) from its
+//! join until it leaves, and *receiving* from the delivery of its own join until the
+//! delivery of its leave: a member that times out still gets every line decided before its
+//! timeout, then its farewell, then nothing. Each member leaves exactly once: whoever ends its
+//! presence (its session, or a delivery that found it too slow) announces the leave.
 
 use crate::outbox::{Mode, Outbox, Rendered};
+use crate::room_log::{Entry, RoomLog, format_ts, now_ms};
 use chat_protocol::names::{name_key, validate_name};
-use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, UserInfo};
-use std::collections::{BTreeMap, HashMap};
+use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, Stamp, UserInfo};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 /// A connection's key in the hub. Increasing, so iterating members goes in join order.
 pub type MemberId = u64;
@@ -25,40 +38,105 @@ struct Member {
     /// Starts as `addr`; chosen names follow [`validate_name`].
     name: String,
     outbox: Outbox,
+    /// In the room as users see it: listed by `who`, holding its name.
+    present: bool,
+    /// Room events are queued to it: from the delivery of its join to that of its leave.
+    receiving: bool,
 }
 
 impl Member {
-    /// What everyone else is told when this member leaves.
-    fn leave_line(self, reason: LeaveReason) -> Arc<Rendered> {
-        Rendered::new(ServerEvent::Leave {
+    fn info(&self) -> UserInfo {
+        UserInfo {
             addr: self.addr.to_string(),
-            name: self.name,
-            reason,
-        })
+            name: self.name.clone(),
+        }
     }
+}
+
+/// What waits for the log before it is delivered, in the order it was decided.
+#[derive(Debug)]
+enum Pending {
+    /// A room event, delivered once the log has committed `seq`.
+    Event {
+        seq: u64,
+        line: Arc<Rendered>,
+        /// Not sent to this member (a renamer hears `rename ok` instead).
+        except: Option<MemberId>,
+        /// A newcomer: it gets this event (its own `login`), then `I am here`, and receives
+        /// from then on.
+        admit: Option<(MemberId, Arc<Rendered>)>,
+        /// A member leaving: it is removed (and its connection closed once flushed) before
+        /// the event goes to the others.
+        remove: Option<MemberId>,
+    },
+    /// A line for one member.
+    To {
+        id: MemberId,
+        line: Arc<Rendered>,
+        then: Then,
+    },
+}
+
+/// What follows a line for one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Nothing,
+    /// The line is the welcome: the connection speaks JSON from it on.
+    JsonFromHere,
+    /// The line is its last (shutdown): remove it without telling anyone.
+    Forget,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Online members in join order (`who` lists them in that order).
+    /// Members in join order (`who` lists the present ones in that order), including those
+    /// that left but still have lines on the way.
     members: BTreeMap<MemberId, Member>,
-    /// Chosen names by [`name_key`], for uniqueness. Default names (addresses) are not in it:
-    /// a chosen name cannot contain `:`, so it can never collide with one.
+    /// Present members by [`name_key`] of their chosen name, for uniqueness and direct
+    /// messages. A chosen name cannot contain `:`, so it never collides with an address.
     names: HashMap<String, MemberId>,
+    /// Present members still under their default name (their address), for direct messages.
+    default_names: HashMap<Arc<str>, MemberId>,
     next_id: MemberId,
+    /// The newest seq given out.
+    last_seq: u64,
+    pending: VecDeque<Pending>,
 }
 
 /// The room. Shared by all sessions through an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
     /// Counts joins and leaves, so [`crate::memory`] can tell when a storm of them is over.
     membership_changes: AtomicU64,
+    /// Told to `welcome`d clients, so they know how often to ping.
+    idle_timeout: Duration,
+    /// Set once, right after the hub is made: the log needs the hub to deliver to.
+    log: OnceLock<Arc<RoomLog>>,
 }
 
 impl Hub {
-    pub fn new() -> Arc<Hub> {
-        Arc::new(Hub::default())
+    /// A room whose events will continue after `last_seq`; [`Hub::attach_log`] must follow
+    /// before the first event.
+    pub fn new(last_seq: u64, idle_timeout: Duration) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::new(State {
+                last_seq,
+                ..State::default()
+            }),
+            membership_changes: AtomicU64::new(0),
+            idle_timeout,
+            log: OnceLock::new(),
+        })
+    }
+
+    pub fn attach_log(&self, log: Arc<RoomLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// The room log, for history queries.
+    pub fn log(&self) -> Option<&Arc<RoomLog>> {
+        self.log.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -80,45 +158,85 @@ impl Hub {
             Member {
                 addr: addr.clone(),
                 name: addr.to_string(),
-                outbox: outbox.clone(),
+                outbox,
+                present: true,
+                receiving: false,
             },
         );
-        let login = Rendered::new(ServerEvent::Join {
+        state.default_names.insert(addr.clone(), id);
+        let here = Rendered::new(ServerEvent::Here {
             addr: addr.to_string(),
             name: addr.to_string(),
         });
-        state.broadcast(&login, None);
-        if state.members.contains_key(&id) {
-            state.reply(
-                id,
-                ServerEvent::Here {
-                    addr: addr.to_string(),
-                    name: addr.to_string(),
-                },
-            );
-        }
+        self.record(&mut state, None, Some((id, here)), None, |stamp| {
+            ServerEvent::Join {
+                addr: addr.to_string(),
+                name: addr.to_string(),
+                stamp,
+            }
+        });
         id
     }
 
     /// Broadcasts a chat line from `id` to everyone, the sender included.
     pub fn chat(&self, id: MemberId, text: String) {
         let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
+        let Some(member) = state.members.get(&id).filter(|m| m.present) else {
             return;
         };
-        let line = Rendered::new(ServerEvent::Chat {
-            addr: member.addr.to_string(),
-            name: member.name.clone(),
+        let (addr, name) = (member.addr.to_string(), member.name.clone());
+        self.record(&mut state, None, None, None, |stamp| ServerEvent::Chat {
+            addr,
+            name,
             text,
+            stamp,
         });
-        state.broadcast(&line, None);
+    }
+
+    /// Sends `text` from `id` to the one present member named `to` (compared as names are
+    /// for uniqueness; a default name is the address). Both get the line; nobody else.
+    pub fn direct_message(&self, id: MemberId, to: &str, text: String) {
+        let mut state = self.lock();
+        let Some(sender) = state.members.get(&id).filter(|m| m.present) else {
+            return;
+        };
+        let from = sender.info();
+        if text.is_empty() {
+            let error = ServerEvent::error(ErrorCode::EmptyText, "a direct message needs a text");
+            self.send_to(&mut state, id, Rendered::new(error), Then::Nothing);
+            return;
+        }
+        let recipient = state
+            .default_names
+            .get(to)
+            .or_else(|| state.names.get(&name_key(to)))
+            .copied();
+        let Some(recipient) = recipient else {
+            let error = ServerEvent::error(
+                ErrorCode::NoSuchUser,
+                format!("no user named {to} is online"),
+            );
+            self.send_to(&mut state, id, Rendered::new(error), Then::Nothing);
+            return;
+        };
+        let to = state.members[&recipient].info();
+        let line = Rendered::new(ServerEvent::Dm { from, to, text });
+        self.send_to(&mut state, recipient, line.clone(), Then::Nothing);
+        if recipient != id {
+            self.send_to(&mut state, id, line, Then::Nothing);
+        }
     }
 
     /// Sends `id` the list of online users, as one block.
     pub fn who(&self, id: MemberId) {
         let mut state = self.lock();
         let users = state.users();
-        state.reply(id, ServerEvent::Users { users });
+        self.send_to(
+            &mut state,
+            id,
+            Rendered::new(ServerEvent::Users { users }),
+            Then::Nothing,
+        );
     }
 
     /// The online users, in join order.
@@ -133,7 +251,7 @@ impl Hub {
 
     /// Number of members online.
     pub fn len(&self) -> usize {
-        self.lock().members.len()
+        self.lock().members.values().filter(|m| m.present).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,81 +262,85 @@ impl Hub {
     /// failure the member gets one error line saying why.
     pub fn rename(&self, id: MemberId, new_name: &str) {
         let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
+        let Some(member) = state.members.get(&id).filter(|m| m.present) else {
             return;
         };
         if let Err(e) = validate_name(new_name) {
-            state.reply(
-                id,
-                ServerEvent::error(ErrorCode::InvalidName, format!("rename refused: {e}")),
-            );
+            let error = ServerEvent::error(ErrorCode::InvalidName, format!("rename refused: {e}"));
+            self.send_to(&mut state, id, Rendered::new(error), Then::Nothing);
             return;
         }
         let key = name_key(new_name);
         if state.names.get(&key).is_some_and(|&owner| owner != id) {
-            state.reply(
-                id,
-                ServerEvent::error(
-                    ErrorCode::NameTaken,
-                    format!("rename refused: the name {new_name} is already taken"),
-                ),
+            let error = ServerEvent::error(
+                ErrorCode::NameTaken,
+                format!("rename refused: the name {new_name} is already taken"),
             );
+            self.send_to(&mut state, id, Rendered::new(error), Then::Nothing);
             return;
         }
-        let addr = member.addr.to_string();
+        let addr = member.addr.clone();
         let old = member.name.clone();
-        state.names.remove(&name_key(&old));
+        state.forget_name(id);
         state.names.insert(key, id);
         if let Some(member) = state.members.get_mut(&id) {
             member.name = new_name.to_string();
         }
-        state.reply(
-            id,
-            ServerEvent::Renamed {
-                name: new_name.to_string(),
-            },
-        );
-        let renamed = Rendered::new(ServerEvent::Rename {
-            addr,
-            old,
-            new: new_name.to_string(),
+        let new = new_name.to_string();
+        self.record(&mut state, Some(id), None, None, |stamp| {
+            ServerEvent::Rename {
+                addr: addr.to_string(),
+                old,
+                new: new.clone(),
+                stamp,
+            }
         });
-        state.broadcast(&renamed, Some(id));
+        let renamed = Rendered::new(ServerEvent::Renamed { name: new });
+        self.send_to(&mut state, id, renamed, Then::Nothing);
     }
 
-    /// Switches `id` to JSON mode and welcomes it.
+    /// Switches `id` to JSON mode and welcomes it, with the newest seq decided so far: every
+    /// later event reaches it after the welcome.
     pub fn welcome(&self, id: MemberId) {
         let mut state = self.lock();
         let Some(member) = state.members.get(&id) else {
             return;
         };
-        member.outbox.set_mode(Mode::Json);
         let welcome = ServerEvent::Welcome {
             version: PROTOCOL_VERSION,
             addr: member.addr.to_string(),
             name: member.name.clone(),
+            idle_timeout_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            seq: state.last_seq,
         };
-        state.reply(id, welcome);
+        self.send_to(&mut state, id, Rendered::new(welcome), Then::JsonFromHere);
     }
 
     /// Sends `id` an event meant for it alone.
     pub fn reply(&self, id: MemberId, event: ServerEvent) {
-        self.lock().reply(id, event);
+        self.send(id, Rendered::new(event));
     }
 
-    /// Removes `id` and tells everyone else why it left. False if it was already gone.
-    pub fn leave(&self, id: MemberId, reason: LeaveReason) -> bool {
-        self.membership_changes.fetch_add(1, Ordering::Relaxed);
-        self.lock().remove(id, reason)
-    }
-
-    /// Sends `id` its last line, then removes it and tells everyone else, in one step: no
-    /// broadcast can come between, so `farewell` is the last line it gets.
-    pub fn say_and_leave(&self, id: MemberId, farewell: ServerEvent, reason: LeaveReason) {
-        self.membership_changes.fetch_add(1, Ordering::Relaxed);
+    /// Sends `id` a line meant for it alone.
+    pub fn send(&self, id: MemberId, line: Arc<Rendered>) {
         let mut state = self.lock();
-        state.reply(id, farewell);
-        state.remove(id, reason);
+        self.send_to(&mut state, id, line, Then::Nothing);
+    }
+
+    /// Ends `id`'s presence and tells everyone else why it left. False if it was already gone.
+    pub fn leave(&self, id: MemberId, reason: LeaveReason) -> bool {
+        let mut state = self.lock();
+        self.depart(&mut state, id, reason)
+    }
+
+    /// Sends `id` its last line, then ends its presence and tells everyone else, in one step:
+    /// `farewell` comes after every line decided before it and is the last the member gets.
+    pub fn say_and_leave(&self, id: MemberId, farewell: ServerEvent, reason: LeaveReason) {
+        let mut state = self.lock();
+        if state.members.get(&id).is_some_and(|m| m.present) {
+            self.send_to(&mut state, id, Rendered::new(farewell), Then::Nothing);
+            self.depart(&mut state, id, reason);
+        }
     }
 
     /// Sends `id` its last line and removes it without telling anyone: for shutdown, where
@@ -226,8 +348,126 @@ impl Hub {
     pub fn say_and_forget(&self, id: MemberId, farewell: ServerEvent) {
         self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        state.reply(id, farewell);
-        state.take(id);
+        if state.members.get(&id).is_some_and(|m| m.present) {
+            state.forget_name(id);
+            if let Some(member) = state.members.get_mut(&id) {
+                member.present = false;
+            }
+            self.send_to(&mut state, id, Rendered::new(farewell), Then::Forget);
+        }
+    }
+
+    /// Delivers every waiting event up to `committed` (now in the log), and the lines for
+    /// single members queued behind them. Called by the log's writer after each commit.
+    pub fn deliver_committed(&self, committed: u64) {
+        let mut state = self.lock();
+        let mut slow = Vec::new();
+        while let Some(front) = state.pending.front() {
+            if let Pending::Event { seq, .. } = front
+                && *seq > committed
+            {
+                break;
+            }
+            let Some(item) = state.pending.pop_front() else {
+                break;
+            };
+            state.deliver(item, &mut slow);
+            for id in slow.drain(..) {
+                self.drop_slow(&mut state, id);
+            }
+        }
+        if let Some(log) = self.log.get() {
+            log.delivered_up_to(committed);
+        }
+    }
+
+    /// Gives the next seq to the event `make` builds, applies it to the waiting order and
+    /// hands it to the log.
+    fn record(
+        &self,
+        state: &mut State,
+        except: Option<MemberId>,
+        admit: Option<(MemberId, Arc<Rendered>)>,
+        remove: Option<MemberId>,
+        make: impl FnOnce(Option<Stamp>) -> ServerEvent,
+    ) {
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let ts_ms = now_ms();
+        let line = Rendered::new(make(Some(Stamp {
+            seq,
+            ts: format_ts(ts_ms),
+        })));
+        state.pending.push_back(Pending::Event {
+            seq,
+            line: line.clone(),
+            except,
+            admit,
+            remove,
+        });
+        // Without a log (unit tests of the hub alone) the test delivers by hand.
+        if let Some(log) = self.log.get() {
+            log.append(Entry { seq, ts_ms, line });
+        }
+    }
+
+    /// Queues a line for one member: at once if nothing waits for the log, else behind
+    /// what waits, so it keeps its place in the order.
+    fn send_to(&self, state: &mut State, id: MemberId, line: Arc<Rendered>, then: Then) {
+        let item = Pending::To { id, line, then };
+        if state.pending.is_empty() {
+            let mut slow = Vec::new();
+            state.deliver(item, &mut slow);
+            for id in slow {
+                self.drop_slow(state, id);
+            }
+        } else {
+            state.pending.push_back(item);
+        }
+    }
+
+    /// Ends `id`'s presence and records its leave. False if it was not present.
+    fn depart(&self, state: &mut State, id: MemberId, reason: LeaveReason) -> bool {
+        let Some(member) = state.members.get_mut(&id).filter(|m| m.present) else {
+            return false;
+        };
+        self.membership_changes.fetch_add(1, Ordering::Relaxed);
+        member.present = false;
+        let (addr, name) = (member.addr.to_string(), member.name.clone());
+        state.forget_name(id);
+        self.record(state, None, None, Some(id), |stamp| ServerEvent::Leave {
+            addr,
+            name,
+            reason,
+            stamp,
+        });
+        true
+    }
+
+    /// A member whose queue overflowed: out at once, its connection killed; its leave is
+    /// announced like any other, unless it was already leaving.
+    fn drop_slow(&self, state: &mut State, id: MemberId) {
+        let Some(member) = state.members.remove(&id) else {
+            return;
+        };
+        member.outbox.kill();
+        if member.present {
+            self.membership_changes.fetch_add(1, Ordering::Relaxed);
+            if state.default_names.get(&member.addr) == Some(&id) {
+                state.default_names.remove(&member.addr);
+            }
+            let key = name_key(&member.name);
+            if state.names.get(&key) == Some(&id) {
+                state.names.remove(&key);
+            }
+            let (addr, name) = (member.addr.to_string(), member.name);
+            self.record(state, None, None, None, |stamp| ServerEvent::Leave {
+                addr,
+                name,
+                reason: LeaveReason::SendqExceeded,
+                stamp,
+            });
+        }
     }
 }
 
@@ -235,67 +475,73 @@ impl State {
     fn users(&self) -> Vec<UserInfo> {
         self.members
             .values()
-            .map(|m| UserInfo {
-                addr: m.addr.to_string(),
-                name: m.name.clone(),
-            })
+            .filter(|m| m.present)
+            .map(Member::info)
             .collect()
     }
 
-    /// Queues `line` to every member but `except`, then drops whoever it overflowed.
-    fn broadcast(&mut self, line: &Arc<Rendered>, except: Option<MemberId>) {
-        let mut slow = Vec::new();
-        self.push_all(line, except, &mut slow);
-        self.drop_slow(slow);
-    }
-
-    /// Queues `line` to every member but `except`; notes in `slow` whom it overflowed.
-    fn push_all(&self, line: &Arc<Rendered>, except: Option<MemberId>, slow: &mut Vec<MemberId>) {
-        for (&id, member) in &self.members {
-            if Some(id) != except && member.outbox.push(line).is_err() {
-                slow.push(id);
-            }
-        }
-    }
-
-    /// Drops slow consumers and announces their leaves. A leave can overflow others in
-    /// turn, so this is a work list, not recursion (a chain of thousands of non-readers
-    /// must not exhaust the stack). Each round takes all its members out before announcing
-    /// any, so no dropped member is sent another's leave.
-    fn drop_slow(&mut self, mut slow: Vec<MemberId>) {
-        while !slow.is_empty() {
-            let gone: Vec<Member> = slow.drain(..).filter_map(|id| self.take(id)).collect();
-            for member in gone {
-                member.outbox.kill();
-                let leave = member.leave_line(LeaveReason::SendqExceeded);
-                self.push_all(&leave, None, &mut slow);
-            }
-        }
-    }
-
-    fn reply(&mut self, id: MemberId, event: ServerEvent) {
+    /// Frees whatever name `id` holds.
+    fn forget_name(&mut self, id: MemberId) {
         let Some(member) = self.members.get(&id) else {
             return;
         };
-        if member.outbox.reply(event).is_err() {
-            self.drop_slow(vec![id]);
+        if self.default_names.get(&member.addr) == Some(&id) {
+            self.default_names.remove(&member.addr);
+        }
+        let key = name_key(&member.name);
+        if self.names.get(&key) == Some(&id) {
+            self.names.remove(&key);
         }
     }
 
-    /// Takes `id` out of the room, silently.
-    fn take(&mut self, id: MemberId) -> Option<Member> {
-        let member = self.members.remove(&id)?;
-        self.names.remove(&name_key(&member.name));
-        Some(member)
-    }
-
-    fn remove(&mut self, id: MemberId, reason: LeaveReason) -> bool {
-        let Some(member) = self.take(id) else {
-            return false;
-        };
-        let leave = member.leave_line(reason);
-        self.broadcast(&leave, None);
-        true
+    /// Queues one waiting item to its recipients; notes in `slow` whom it overflowed.
+    fn deliver(&mut self, item: Pending, slow: &mut Vec<MemberId>) {
+        match item {
+            Pending::Event {
+                line,
+                except,
+                admit,
+                remove,
+                ..
+            } => {
+                if let Some(id) = remove
+                    && let Some(member) = self.members.remove(&id)
+                {
+                    // Its last lines are queued; the writer flushes them and closes.
+                    member.outbox.close();
+                }
+                for (&id, member) in &self.members {
+                    if member.receiving && Some(id) != except && member.outbox.push(&line).is_err()
+                    {
+                        slow.push(id);
+                    }
+                }
+                if let Some((id, here)) = admit
+                    && let Some(member) = self.members.get_mut(&id)
+                {
+                    member.receiving = true;
+                    if member.outbox.push(&line).is_err() || member.outbox.push(&here).is_err() {
+                        slow.push(id);
+                    }
+                }
+            }
+            Pending::To { id, line, then } => {
+                let Some(member) = self.members.get(&id) else {
+                    return;
+                };
+                if then == Then::JsonFromHere {
+                    member.outbox.set_mode(Mode::Json);
+                }
+                if member.outbox.push(&line).is_err() {
+                    slow.push(id);
+                }
+                if then == Then::Forget
+                    && let Some(member) = self.members.remove(&id)
+                {
+                    member.outbox.close();
+                }
+            }
+        }
     }
 }
 
@@ -310,7 +556,7 @@ mod tests {
         let dropped = std::thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(|| {
-                let hub = Hub::new();
+                let hub = Hub::new(0, Duration::ZERO);
                 let count: MemberId = 100_000;
                 {
                     // Seated directly, without 100,000 login broadcasts.
@@ -319,12 +565,22 @@ mod tests {
                         let (outbox, _writer) = outbox::channel(16);
                         let addr: Arc<str> = format!("10.0.{}.{}:1", id / 256, id % 256).into();
                         let name = addr.to_string();
-                        state.members.insert(id, Member { addr, name, outbox });
+                        state.members.insert(
+                            id,
+                            Member {
+                                addr,
+                                name,
+                                outbox,
+                                present: true,
+                                receiving: true,
+                            },
+                        );
                     }
                     state.next_id = count;
                 }
                 // One line too long for every queue at once.
                 hub.chat(0, "more than sixteen bytes".into());
+                hub.deliver_committed(u64::MAX);
                 hub.len()
             })
             .expect("spawn")
@@ -335,17 +591,19 @@ mod tests {
 
     #[test]
     fn leaves_that_overflow_others_drop_them_too() {
-        let hub = Hub::new();
+        let hub = Hub::new(0, Duration::ZERO);
         // Queues that take a login line each and little more.
         let mut writers = Vec::new();
         for i in 0..3 {
-            let (outbox, writer) = outbox::channel(if i == 0 { 0 } else { 200 });
+            let (outbox, writer) = outbox::channel(if i == 0 { 0 } else { 400 });
             writers.push(writer);
             hub.join(&format!("127.0.0.1:{}", 1000 + i), outbox);
         }
         // Member 0 has no bound; 1 and 2 overflow on a long chat line, and their leaves are
         // announced to member 0 only.
-        hub.chat(0, "x".repeat(150));
+        hub.deliver_committed(u64::MAX);
+        hub.chat(0, "x".repeat(350));
+        hub.deliver_committed(u64::MAX);
         assert_eq!(hub.users().len(), 1);
         drop(writers);
     }

@@ -9,9 +9,10 @@
 //! - [`config`]: every limit, with its default.
 //! - [`listener`]: the accept loop and the connection limits (overall and per IP).
 //! - [`session`]: one user's connection: framing, commands, idle timeout, flood limit.
-//! - [`hub`]: who is online, names, and broadcasting in one total order.
+//! - [`hub`]: who is online, names, and the room's one order of events.
+//! - [`room_log`]: the durable room log on SQLite (write-ahead, group commit, retention) and
+//!   the history answered from it.
 //! - [`outbox`]: one connection's bounded outgoing queue and the task that writes it.
-//! - [`rate`]: the token bucket behind the flood limit.
 //! - [`memory`]: returning memory to the system after storms of joins and leaves.
 
 pub mod config;
@@ -19,8 +20,9 @@ pub mod hub;
 pub mod listener;
 pub mod memory;
 pub mod outbox;
-pub mod rate;
+pub mod room_log;
 pub mod session;
 
 pub use config::Config;
-pub use listener::run;
+pub use listener::{Server, run};
+pub use room_log::{HistoryConfig, HistoryDb};

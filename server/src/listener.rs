@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::room_log::RoomLog;
 use crate::session;
 use chat_protocol::{ErrorCode, ServerEvent};
 use std::collections::HashMap;
@@ -85,14 +86,56 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `listener` until `shutdown` is cancelled, then says goodbye to every user, flushes
-/// and returns.
+/// A server whose room log is open, ready to serve.
+pub struct Server {
+    hub: Arc<Hub>,
+    log: Arc<RoomLog>,
+    config: Config,
+}
+
+impl Server {
+    /// Opens the room log (creating it if need be) and continues its order. Fails, saying
+    /// why, on a database that is locked by another server, corrupt or unwritable.
+    pub fn open(config: Config) -> anyhow::Result<Server> {
+        let opened = RoomLog::open(&config.history)?;
+        let hub = Hub::new(opened.last_seq, config.idle_timeout);
+        let weak = Arc::downgrade(&hub);
+        let log = opened.start(move |committed| {
+            if let Some(hub) = weak.upgrade() {
+                hub.deliver_committed(committed);
+            }
+        })?;
+        hub.attach_log(log.clone());
+        Ok(Server { hub, log, config })
+    }
+
+    /// Serves `listener` until `shutdown` is cancelled, then says goodbye to every user,
+    /// flushes, closes the log and returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Server { hub, log, config } = self;
+        serve(listener, hub, config, shutdown).await;
+        // Every session has ended and its last lines are delivered; commit what is left and
+        // release the database file, so a new server can open it as soon as this returns.
+        tokio::task::spawn_blocking(move || log.close()).await?;
+        Ok(())
+    }
+}
+
+/// Opens the room log, then serves `listener` until `shutdown` is cancelled (see
+/// [`Server::open`] and [`Server::run`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let hub = Hub::new();
+) -> anyhow::Result<()> {
+    Server::open(config)?.run(listener, shutdown).await
+}
+
+async fn serve(listener: TcpListener, hub: Arc<Hub>, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
     let limits = Arc::new(Limits {
@@ -144,7 +187,6 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     tracing::info!("all connections closed");
-    Ok(())
 }
 
 /// Tells a refused client why, in one plain line, and closes.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use chat_protocol::limits;
-use chat_server::Config;
+use chat_server::{Config, HistoryConfig, HistoryDb, Server};
 use clap::Parser;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -19,8 +19,8 @@ struct Args {
     /// Disconnect users who send no complete line for this long (`30s`, `500ms`, `2m`; `0` never).
     #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
-    /// Longest line accepted from a client, in bytes (`0`: no limit).
-    #[arg(long, env = "CHAT_MAX_LINE_BYTES", default_value_t = limits::DEFAULT_MAX_LINE_BYTES)]
+    /// Longest line accepted from a client, in bytes (at least 1: a line is always bounded).
+    #[arg(long, env = "CHAT_MAX_LINE_BYTES", default_value_t = limits::DEFAULT_MAX_LINE_BYTES, value_parser = at_least_one)]
     max_line_bytes: usize,
     /// Outgoing queue per connection, in bytes; a client that falls further behind is dropped (`0`: no limit).
     #[arg(long, env = "CHAT_SENDQ_BYTES", default_value_t = limits::DEFAULT_SENDQ_BYTES)]
@@ -37,6 +37,19 @@ struct Args {
     /// Lines one connection may send at once before `--rate` applies.
     #[arg(long, env = "CHAT_BURST", default_value_t = limits::DEFAULT_BURST)]
     burst: u32,
+    /// The room log, an SQLite file (created if missing); `:memory:` keeps it in memory only.
+    #[arg(long, env = "CHAT_HISTORY_DB", default_value = "chat-history.sqlite3")]
+    history_db: String,
+    /// Delete room events older than this (`30d`, `12h`; `0` keeps everything).
+    #[arg(long, env = "CHAT_HISTORY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    history_retention: Duration,
+    /// Keep at most this many room events, the newest (`0`: no limit).
+    #[arg(long, env = "CHAT_HISTORY_MAX_EVENTS", default_value_t = 1_000_000)]
+    history_max_events: u64,
+    /// `normal`: a commit survives the server crashing or being killed; `full`: it survives
+    /// a power loss too (an fsync per group commit).
+    #[arg(long, env = "CHAT_HISTORY_SYNC", default_value = "normal", value_parser = ["normal", "full"])]
+    history_sync: String,
     /// Worker threads (`0`: half the cores, at least one; `1` runs everything on one thread).
     #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
     threads: usize,
@@ -78,6 +91,16 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
+/// A line limit of `0` once meant "no limit", which let one client grow a buffer without
+/// bound; now every line is bounded.
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (a line is always bounded)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = Config {
         idle_timeout: args.idle_timeout,
@@ -87,8 +110,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_per_ip: args.max_per_ip,
         rate: args.rate,
         burst: args.burst,
+        history: HistoryConfig {
+            db: HistoryDb::parse(&args.history_db),
+            retention: args.history_retention,
+            max_events: args.history_max_events,
+            sync_full: args.history_sync == "full",
+        },
         ..Config::default()
     };
+    // The log first: a locked or broken database stops the server before it listens.
+    let server = Server::open(config)?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -97,7 +128,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let server = tokio::spawn(chat_server::run(listener, config, shutdown.clone()));
+    let server = tokio::spawn(server.run(listener, shutdown.clone()));
     shutdown.cancelled().await;
     // Every session says goodbye and flushes within its grace; don't wait on stragglers.
     match tokio::time::timeout(Duration::from_millis(1500), server).await {

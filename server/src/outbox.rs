@@ -33,19 +33,35 @@ pub enum Mode {
 /// An event with its renderings, each made on first use and then shared by every recipient.
 #[derive(Debug)]
 pub struct Rendered {
-    event: ServerEvent,
+    /// `None` for text rendered elsewhere (history answers are assembled from the log's
+    /// stored lines): both renderings are then set from the start.
+    event: Option<ServerEvent>,
     /// `None` inside: the event has no plain form (nc users never see it).
     plain: OnceLock<Option<Box<str>>>,
-    json: OnceLock<Box<str>>,
+    json: OnceLock<Option<Box<str>>>,
 }
 
 impl Rendered {
     pub fn new(event: ServerEvent) -> Arc<Rendered> {
         Arc::new(Rendered {
-            event,
+            event: Some(event),
             plain: OnceLock::new(),
             json: OnceLock::new(),
         })
+    }
+
+    /// Text already rendered, line endings included; `None`: nothing to send in that mode.
+    pub fn preformatted(plain: Option<String>, json: Option<String>) -> Arc<Rendered> {
+        Arc::new(Rendered {
+            event: None,
+            plain: OnceLock::from(plain.map(String::into_boxed_str)),
+            json: OnceLock::from(json.map(String::into_boxed_str)),
+        })
+    }
+
+    /// The event, if this was made from one.
+    pub fn event(&self) -> Option<&ServerEvent> {
+        self.event.as_ref()
     }
 
     /// The bytes to send in `mode`, or `None` if the event has nothing to say in it.
@@ -53,14 +69,23 @@ impl Rendered {
         match mode {
             Mode::Plain => self
                 .plain
-                .get_or_init(|| self.event.to_plain().map(String::into_boxed_str))
+                .get_or_init(|| {
+                    self.event
+                        .as_ref()
+                        .and_then(ServerEvent::to_plain)
+                        .map(String::into_boxed_str)
+                })
                 .as_deref()
                 .map(str::as_bytes),
-            Mode::Json => Some(
-                self.json
-                    .get_or_init(|| self.event.to_json().into_boxed_str())
-                    .as_bytes(),
-            ),
+            Mode::Json => self
+                .json
+                .get_or_init(|| {
+                    self.event
+                        .as_ref()
+                        .map(|event| event.to_json().into_boxed_str())
+                })
+                .as_deref()
+                .map(str::as_bytes),
         }
     }
 }
@@ -97,6 +122,9 @@ struct Shared {
     /// flushes what is left, but only for a bounded time, so a client that stops reading and
     /// never closes cannot pin the socket and the task forever.
     closed: CancellationToken,
+    /// Cancelled when the writer is done: everything it will ever send is sent and the
+    /// sending side of the socket is shut down.
+    finished: CancellationToken,
 }
 
 impl Shared {
@@ -127,6 +155,7 @@ pub fn channel(limit: usize) -> (Outbox, Writer) {
         mode: AtomicU8::new(Mode::Plain as u8),
         kill: CancellationToken::new(),
         closed: CancellationToken::new(),
+        finished: CancellationToken::new(),
     });
     (
         Outbox {
@@ -188,6 +217,11 @@ impl Outbox {
     pub async fn killed(&self) {
         self.shared.kill.cancelled().await
     }
+
+    /// Resolves once the writer is done and the socket's sending side is shut down.
+    pub async fn finished(&self) {
+        self.shared.finished.cancelled().await
+    }
 }
 
 /// Most items gathered into one write (Linux takes at most 1024 buffers per `writev`).
@@ -239,6 +273,7 @@ impl Writer {
         // Tell a still-running session the socket is finished (it may be a write error).
         kill.cancel();
         let _ = tokio::time::timeout(flush_grace, socket.shutdown()).await;
+        self.shared.finished.cancel();
     }
 
     async fn drain(&self, socket: &mut OwnedWriteHalf, mid_line: &mut bool) -> std::io::Result<()> {

@@ -9,8 +9,11 @@
 use crate::config::Config;
 use crate::hub::{Hub, MemberId};
 use crate::outbox::{self, Mode};
-use crate::rate::TokenBucket;
-use chat_protocol::command::decode_line;
+use crate::room_log::Query;
+use chat_protocol::command::{
+    HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, PLAIN_HISTORY_DEFAULT, decode_line,
+};
+use chat_protocol::rate::TokenBucket;
 use chat_protocol::{
     ClientCommand, ErrorCode, Frame, LeaveReason, LineFramer, NoticeCode, ServerEvent,
 };
@@ -47,7 +50,9 @@ enum End {
 }
 
 struct Session<'a> {
-    hub: &'a Hub,
+    hub: &'a Arc<Hub>,
+    /// History queries run as tasks of their own, tracked like the connection's others.
+    tracker: &'a TaskTracker,
     config: &'a Config,
     id: MemberId,
     framer: LineFramer,
@@ -92,14 +97,19 @@ pub async fn serve(
     let _departure = Departure {
         hub: hub.clone(),
         id,
-        outbox: outbox.clone(),
     };
     let mut session = Session {
         hub: &hub,
+        tracker: &tracker,
         config: &config,
         id,
-        framer: LineFramer::new(config.max_line_bytes),
-        bucket: TokenBucket::new(config.rate, config.burst),
+        // `0` is refused by the binary's flag; a library caller's `0` gets the default, never
+        // an unbounded line buffer.
+        framer: LineFramer::new(match config.max_line_bytes {
+            0 => chat_protocol::limits::DEFAULT_MAX_LINE_BYTES,
+            n => n,
+        }),
+        bucket: TokenBucket::new(config.rate, config.burst, Instant::now().into_std()),
         flood_dropped: 0,
         first_line: true,
         mode: Mode::Plain,
@@ -138,6 +148,7 @@ pub async fn serve(
         }
     };
 
+    let farewell = !matches!(end, End::Quit);
     match end {
         End::Quit | End::Killed => {
             hub.leave(id, LeaveReason::Quit);
@@ -162,24 +173,55 @@ pub async fn serve(
             hub.say_and_forget(id, notice);
         }
     }
+    if farewell {
+        linger(
+            &mut reader,
+            &outbox,
+            config.flush_grace,
+            config.farewell_wait,
+        )
+        .await;
+    }
     tracing::debug!(%peer, "session ended");
+}
+
+/// After a farewell: waits (at most `farewell_wait`) for the writer to send it and shut the
+/// sending side down, then reads and discards what the client still sends, until it closes
+/// or `grace` has passed. Closing a socket with unread input makes the kernel send a reset,
+/// which throws away what is still in the send buffer: the very farewell that says why.
+async fn linger(
+    reader: &mut OwnedReadHalf,
+    outbox: &outbox::Outbox,
+    grace: std::time::Duration,
+    farewell_wait: std::time::Duration,
+) {
+    use tokio::io::AsyncReadExt;
+    if tokio::time::timeout(farewell_wait, outbox.finished())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(grace, async {
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    })
+    .await;
 }
 
 /// Idle timeouts beyond this (about 30 years) are taken as this, which is as good as never.
 const MAX_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
 
-/// Makes a member leave and its writer finish when dropped.
+/// Makes a member leave when dropped. The hub closes its outbox once the member's last line
+/// is delivered; the writer then flushes what is queued (within a bound) and closes.
 struct Departure {
     hub: Arc<Hub>,
     id: MemberId,
-    outbox: outbox::Outbox,
 }
 
 impl Drop for Departure {
     fn drop(&mut self) {
         self.hub.leave(self.id, LeaveReason::Quit);
-        // The writer flushes what is queued (within a bound) and closes the socket.
-        self.outbox.close();
     }
 }
 
@@ -237,13 +279,61 @@ impl Session<'_> {
         end
     }
 
+    /// Answers a history request when the log has read it; the answer is one line (one
+    /// block for nc users), queued like any reply.
+    fn history(&self, before: Option<u64>, after: Option<u64>, limit: Option<u32>) {
+        let query = match (self.mode, before, after, limit) {
+            (Mode::Plain, _, _, limit) => Query::Plain {
+                limit: limit.unwrap_or(PLAIN_HISTORY_DEFAULT),
+            },
+            (Mode::Json, Some(_), Some(_), _) => {
+                return self.error(
+                    ErrorCode::BadRequest,
+                    "history takes before or after, not both",
+                );
+            }
+            (Mode::Json, _, _, Some(0)) => {
+                return self.error(ErrorCode::BadRequest, "history limit must be at least 1");
+            }
+            (Mode::Json, before, after, limit) => {
+                let limit = limit
+                    .unwrap_or(HISTORY_DEFAULT_LIMIT)
+                    .min(HISTORY_MAX_LIMIT);
+                match (before, after) {
+                    (Some(seq), _) => Query::Before { seq, limit },
+                    (_, Some(seq)) => Query::After { seq, limit },
+                    _ => Query::Newest { limit },
+                }
+            }
+        };
+        let Some(log) = self.hub.log().cloned() else {
+            return;
+        };
+        let (hub, id) = (self.hub.clone(), self.id);
+        self.tracker.spawn(async move {
+            match log.query(query).await {
+                Ok(answer) => hub.send(id, answer.line),
+                Err(e) => {
+                    tracing::error!(error = %e, "history query failed");
+                    hub.reply(
+                        id,
+                        ServerEvent::error(
+                            ErrorCode::Unavailable,
+                            "history is unavailable right now; try again later",
+                        ),
+                    );
+                }
+            }
+        });
+    }
+
     fn error(&self, code: ErrorCode, message: impl Into<String>) {
         self.hub.reply(self.id, ServerEvent::error(code, message));
     }
 
     fn on_line(&mut self, raw: &[u8]) -> Option<End> {
         self.last_line = Instant::now();
-        if !self.bucket.try_take() {
+        if !self.bucket.try_take(self.last_line.into_std()) {
             self.flood_dropped += 1;
             if self.flood_dropped == 1 {
                 self.error(
@@ -272,7 +362,13 @@ impl Session<'_> {
                 self.hub.welcome(self.id);
                 return None;
             }
-            Mode::Plain => ClientCommand::parse_plain(&line),
+            Mode::Plain => match ClientCommand::parse_plain(&line) {
+                Ok(command) => command,
+                Err(refusal) => {
+                    self.error(ErrorCode::BadRequest, refusal);
+                    return None;
+                }
+            },
             Mode::Json => match ClientCommand::parse_json(&line) {
                 Ok(command) => command,
                 Err(e) => {
@@ -285,6 +381,13 @@ impl Session<'_> {
             ClientCommand::Chat { text } => self.hub.chat(self.id, text),
             ClientCommand::Who => self.hub.who(self.id),
             ClientCommand::Rename { name } => self.hub.rename(self.id, &name),
+            ClientCommand::Dm { to, text } => self.hub.direct_message(self.id, &to, text),
+            ClientCommand::Ping { token } => self.hub.reply(self.id, ServerEvent::Pong { token }),
+            ClientCommand::History {
+                before,
+                after,
+                limit,
+            } => self.history(before, after, limit),
             ClientCommand::Hello { .. } => self.error(
                 ErrorCode::BadRequest,
                 "hello is only accepted as a connection's first line",

@@ -23,7 +23,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    handle: JoinHandle<std::io::Result<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestServer {
@@ -256,6 +256,18 @@ impl Lines {
     }
 }
 
+/// `event` without its seq and ts, for comparing with an expected event.
+pub fn unstamped(mut event: ServerEvent) -> ServerEvent {
+    if let ServerEvent::Join { stamp, .. }
+    | ServerEvent::Chat { stamp, .. }
+    | ServerEvent::Leave { stamp, .. }
+    | ServerEvent::Rename { stamp, .. } = &mut event
+    {
+        *stamp = None;
+    }
+    event
+}
+
 /// The `[ADDR]NAME: TEXT` line every user sees.
 pub fn said(addr: &str, name: &str, text: &str) -> String {
     format!("[{addr}]{name}: {text}")
@@ -266,6 +278,9 @@ pub fn said(addr: &str, name: &str, text: &str) -> String {
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Holds the room log's file (unless the test chose its own `--history-db`); removed
+    /// when the test ends.
+    pub dir: tempfile::TempDir,
 }
 
 /// Builds the `chat-server` binary of this workspace (a no-op when `cargo test --workspace`
@@ -301,11 +316,19 @@ pub fn server_binary() -> std::path::PathBuf {
 
 impl ServerProcess {
     /// Starts `chat-server --listen 127.0.0.1:0 ARGS` and reads the bound address from its log.
+    /// The room log is on disk as by default, in a directory of the test's own, unless ARGS
+    /// name a `--history-db`.
     pub fn start(args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(server_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut command = std::process::Command::new(server_binary());
+        command.args(["--listen", "127.0.0.1:0"]).args(args);
+        if !args.contains(&"--history-db") {
+            command
+                .arg("--history-db")
+                .arg(dir.path().join("history.sqlite3"));
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -327,7 +350,7 @@ impl ServerProcess {
             .expect("the server logs its address")
             .parse()
             .expect("a socket address");
-        ServerProcess { child, addr }
+        ServerProcess { child, addr, dir }
     }
 
     /// Resident memory of the server process, in KiB.

@@ -1,7 +1,7 @@
 //! The machine-readable mode: typed JSON lines for programs, invisible to nc users.
 
 use chat_protocol::{ClientCommand, ErrorCode, HELLO_LINE, LeaveReason, ServerEvent, UserInfo};
-use chat_tests::{TestServer, said};
+use chat_tests::{TestServer, said, unstamped};
 
 fn chat(text: &str) -> ClientCommand {
     ClientCommand::Chat { text: text.into() }
@@ -21,7 +21,9 @@ async fn hello_switches_to_json_and_welcomes() {
         ServerEvent::Welcome {
             version: 1,
             addr: me.clone(),
-            name: me.clone()
+            name: me.clone(),
+            idle_timeout_ms: 30_000,
+            seq: 1
         }
     );
     bot.send_json(&ClientCommand::Who).await;
@@ -44,10 +46,11 @@ async fn every_event_is_typed_so_text_cannot_pass_for_a_command() {
     let mut nc = server.join().await;
     let (b, n) = (bot.addr.clone(), nc.addr.clone());
     assert_eq!(
-        bot.event().await,
+        unstamped(bot.event().await),
         ServerEvent::Join {
             addr: n.clone(),
-            name: n.clone()
+            name: n.clone(),
+            stamp: None
         }
     );
 
@@ -55,11 +58,12 @@ async fn every_event_is_typed_so_text_cannot_pass_for_a_command() {
     nc.send(r#"{"type":"join","addr":"1.1.1.1:1","name":"fake"}"#)
         .await;
     assert_eq!(
-        bot.event().await,
+        unstamped(bot.event().await),
         ServerEvent::Chat {
             addr: n.clone(),
             name: n.clone(),
-            text: r#"{"type":"join","addr":"1.1.1.1:1","name":"fake"}"#.into()
+            text: r#"{"type":"join","addr":"1.1.1.1:1","name":"fake"}"#.into(),
+            stamp: None
         }
     );
     // In JSON mode "who" and "rename|x" are just chat text.
@@ -70,8 +74,9 @@ async fn every_event_is_typed_so_text_cannot_pass_for_a_command() {
             addr: b.clone(),
             name: b.clone(),
             text: text.into(),
+            stamp: None,
         };
-        assert_eq!(bot.event().await, expected);
+        assert_eq!(unstamped(bot.event().await), expected);
         nc.skip_until(&said(&b, &b, text)).await;
     }
     server.stop().await;
@@ -87,17 +92,18 @@ async fn renames_reach_json_clients_but_not_nc_users() {
     nc.send("rename|nina").await;
     nc.expect("rename ok").await;
     assert_eq!(
-        bot.event().await,
+        unstamped(bot.event().await),
         ServerEvent::Rename {
             addr: n.clone(),
             old: n.clone(),
-            new: "nina".into()
+            new: "nina".into(),
+            stamp: None
         }
     );
     bot.send_json(&ClientCommand::Rename { name: "bot".into() })
         .await;
     assert_eq!(
-        bot.event().await,
+        unstamped(bot.event().await),
         ServerEvent::Renamed { name: "bot".into() }
     );
     // nc hears nothing of the bot's rename; its next line is the bot's chat.
@@ -115,11 +121,12 @@ async fn leaves_say_why() {
     bot.event().await;
     drop(nc);
     assert_eq!(
-        bot.event().await,
+        unstamped(bot.event().await),
         ServerEvent::Leave {
             addr: n.clone(),
             name: n,
-            reason: LeaveReason::Quit
+            reason: LeaveReason::Quit,
+            stamp: None
         }
     );
     server.stop().await;
