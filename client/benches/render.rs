@@ -62,6 +62,7 @@ fn chat_event(i: usize, text: Text) -> Msg {
     let sender = i % 7;
     Msg::Net(NetEvent::Server(
         ServerEvent::Chat {
+            stamp: None,
             addr: format!("127.0.0.1:{}", 6000 + sender),
             name: format!("user{sender}"),
             text: text.line(i),
@@ -84,6 +85,8 @@ fn connected_app(scrollback: usize) -> App {
     app.update(Msg::Net(NetEvent::Connected { plain: false }));
     app.update(Msg::Net(NetEvent::Server(
         ServerEvent::Welcome {
+            idle_timeout_ms: 0,
+            seq: 0,
             version: 1,
             addr: OWN_ADDR.into(),
             name: "alice".into(),
@@ -205,7 +208,11 @@ fn apply_big_room(c: &mut Criterion) {
     events.extend((ROOM_USERS..2 * ROOM_USERS).map(|i| {
         let UserInfo { addr, name } = user(i);
         Msg::Net(NetEvent::Server(
-            ServerEvent::Join { addr, name },
+            ServerEvent::Join {
+                addr,
+                name,
+                stamp: None,
+            },
             arrival(),
         ))
     }));

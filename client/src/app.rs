@@ -19,7 +19,6 @@ mod rename;
 mod scroll;
 mod server;
 mod text;
-mod token_bucket;
 mod users;
 
 pub use pacing::{Pacer, SEND_BURST, SEND_RATE};

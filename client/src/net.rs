@@ -8,8 +8,9 @@
 //! it sees the welcome and decides.
 
 use chat_protocol::command::decode_line;
+use chat_protocol::event::PlainLine;
 use chat_protocol::{
-    ClientCommand, Frame, HELLO_LINE, LineFramer, NoticeCode, PlainParser, ServerEvent,
+    ClientCommand, Frame, HELLO_LINE, LineFramer, NoticeCode, PlainParser, ServerEvent, UserInfo,
     sanitize_text,
 };
 use chrono::NaiveTime;
@@ -36,6 +37,9 @@ pub enum NetEvent {
     Server(ServerEvent, NaiveTime),
     /// The connection failed or broke; the next try is in `retry_in`.
     Disconnected { reason: String, retry_in: Duration },
+    /// One more user of the `who` answer being read (plain mode: the list comes a line at a
+    /// time, after a `Users` event with an empty list that starts it).
+    Listed(UserInfo),
     /// Commands that were handed over but never written; the app decides what to resend.
     Unsent(Vec<ClientCommand>),
     /// A command the plain server cannot receive as meant (chat text that reads as a command).
@@ -226,13 +230,13 @@ async fn session(
                     let Some(event) = link.read(line) else {
                         continue;
                     };
-                    if matches!(event, ServerEvent::Welcome { .. })
+                    if matches!(event, NetEvent::Server(ServerEvent::Welcome { .. }, _))
                         && events.send(NetEvent::Connected { plain: false }).await.is_err()
                     {
                         return farewell(reader, writer, commands, &mut link).await;
                     }
                     // Waits while the app is behind: nothing more is read meanwhile.
-                    if events.send(NetEvent::Server(event, local_time())).await.is_err() {
+                    if events.send(event).await.is_err() {
                         return farewell(reader, writer, commands, &mut link).await;
                     }
                 }
@@ -273,15 +277,19 @@ struct Link {
 
 impl Link {
     /// Turns a server line (`None`: one that was too long) into the event to report, if any.
-    fn read(&mut self, line: Option<String>) -> Option<ServerEvent> {
+    fn read(&mut self, line: Option<String>) -> Option<NetEvent> {
         let Some(line) = line else {
-            return Some(ServerEvent::notice(
+            let notice = ServerEvent::notice(
                 NoticeCode::Other,
                 "a line from the server was too long and was skipped",
-            ));
+            );
+            return Some(NetEvent::Server(notice, local_time()));
         };
         if self.plain {
-            return Some(self.parser.parse_line(&line));
+            return Some(match self.parser.parse_line(&line) {
+                PlainLine::Event(event) => NetEvent::Server(event, local_time()),
+                PlainLine::UserListed(user) => NetEvent::Listed(user),
+            });
         }
         if !self.welcomed {
             // The plain `login` and `I am here` lines come before the welcome.
@@ -291,15 +299,14 @@ impl Link {
             {
                 Some(Ok(welcome @ ServerEvent::Welcome { .. })) => {
                     self.welcomed = true;
-                    Some(welcome)
+                    Some(NetEvent::Server(welcome, local_time()))
                 }
                 _ => None,
             };
         }
-        Some(
-            ServerEvent::parse_json(&line)
-                .unwrap_or_else(|_| ServerEvent::notice(NoticeCode::Other, sanitize_text(&line))),
-        )
+        let event = ServerEvent::parse_json(&line)
+            .unwrap_or_else(|_| ServerEvent::notice(NoticeCode::Other, sanitize_text(&line)));
+        Some(NetEvent::Server(event, local_time()))
     }
 }
 

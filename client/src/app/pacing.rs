@@ -3,9 +3,9 @@
 //! dropped. The arithmetic is the shared token bucket's, the one the server's flood limit
 //! uses.
 
-use super::token_bucket::TokenBucket;
 use super::{App, Effect, Retake};
 use chat_protocol::ClientCommand;
+use chat_protocol::rate::TokenBucket;
 use std::time::Instant;
 
 /// Outgoing lines per second, and how many may go at once. Below the server's default flood

@@ -43,6 +43,9 @@ impl App {
                     dialog.waiting = false;
                 }
             }
+            NetEvent::Listed(user) => {
+                self.users.insert(user);
+            }
             NetEvent::Unsent(commands) => {
                 // Lines the connection took but never wrote: first in line for the next one.
                 for command in commands.into_iter().rev() {
@@ -120,7 +123,7 @@ impl App {
                     self.rename_to_chosen(effects);
                 }
             }
-            ServerEvent::Join { addr, name } => {
+            ServerEvent::Join { addr, name, .. } => {
                 if !self.users.contains(&addr) {
                     self.users.insert(UserInfo {
                         addr,
@@ -130,7 +133,9 @@ impl App {
                 self.who_due = true;
                 self.push_entry(line(EntryKind::Join, None, format!("{name} joined")));
             }
-            ServerEvent::Chat { addr, name, text } => {
+            ServerEvent::Chat {
+                addr, name, text, ..
+            } => {
                 let own = self.is_own(&addr);
                 let mention = !own && self.mentions_me(&text);
                 if mention && self.settings.bell {
@@ -145,7 +150,9 @@ impl App {
                     mention,
                 });
             }
-            ServerEvent::Leave { addr, name, reason } => {
+            ServerEvent::Leave {
+                addr, name, reason, ..
+            } => {
                 self.users.remove(&addr);
                 self.who_due = true;
                 let (kind, text) = match reason {
@@ -159,10 +166,14 @@ impl App {
                         EntryKind::Leave,
                         format!("{name} was disconnected (flooding)"),
                     ),
+                    LeaveReason::NodeLost => (
+                        EntryKind::Leave,
+                        format!("{name} was disconnected (their server node was lost)"),
+                    ),
                 };
                 self.push_entry(line(kind, None, text));
             }
-            ServerEvent::Rename { addr, old, new } => {
+            ServerEvent::Rename { addr, old, new, .. } => {
                 self.users.rename(&addr, &new);
                 self.who_due = true;
                 self.push_entry(line(
@@ -181,6 +192,9 @@ impl App {
             ServerEvent::Notice { message, .. } => {
                 self.push_entry(line(EntryKind::Notice, None, message));
             }
+            // The answer to a keepalive: that it came is all it says.
+            ServerEvent::Pong { .. } => {}
+            ServerEvent::History { .. } | ServerEvent::Dm { .. } => {}
         }
     }
 }

@@ -30,6 +30,7 @@ fn server(event: ServerEvent) -> Msg {
 
 fn chat(addr: &str, name: &str, text: &str) -> Msg {
     server(ServerEvent::Chat {
+        stamp: None,
         addr: addr.into(),
         name: name.into(),
         text: text.into(),
@@ -81,6 +82,8 @@ fn type_text(app: &mut App, text: &str) -> Vec<Effect> {
 
 fn welcome(name: &str) -> Msg {
     server(ServerEvent::Welcome {
+        idle_timeout_ms: 0,
+        seq: 0,
         version: 1,
         addr: ME.into(),
         name: name.into(),
@@ -817,15 +820,18 @@ fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
     for i in 0..50 {
         let addr = format!("10.0.0.{i}:1");
         app.update(server(ServerEvent::Join {
+            stamp: None,
             addr: addr.clone(),
             name: addr.clone(),
         }));
         app.update(server(ServerEvent::Rename {
+            stamp: None,
             addr: addr.clone(),
             old: addr.clone(),
             new: format!("u{i}"),
         }));
         app.update(server(ServerEvent::Leave {
+            stamp: None,
             addr,
             name: format!("u{i}"),
             reason: LeaveReason::Quit,
@@ -867,12 +873,14 @@ fn joins_leaves_and_renames_update_pane_and_sidebar() {
         ],
     }));
     app.update(server(ServerEvent::Join {
+        stamp: None,
         addr: BOB.into(),
         name: BOB.into(),
     }));
     let names = |app: &App| -> Vec<String> { app.users.iter().map(|u| u.name.clone()).collect() };
     assert_eq!(names(&app), [ME, BOB, "alice", "Zed"]);
     app.update(server(ServerEvent::Rename {
+        stamp: None,
         addr: BOB.into(),
         old: BOB.into(),
         new: "bob".into(),
@@ -883,12 +891,14 @@ fn joins_leaves_and_renames_update_pane_and_sidebar() {
         "renamed and moved to its place"
     );
     app.update(server(ServerEvent::Leave {
+        stamp: None,
         addr: BOB.into(),
         name: "bob".into(),
         reason: LeaveReason::Timeout,
     }));
     assert_eq!(names(&app), [ME, "alice", "Zed"]);
     app.update(server(ServerEvent::Leave {
+        stamp: None,
         addr: "1.1.1.1:1".into(),
         name: "carl".into(),
         reason: LeaveReason::Quit,
@@ -1236,4 +1246,21 @@ fn resize_and_status_changes_ask_for_a_redraw_but_ticks_do_not() {
     app.dirty = false;
     app.update(Msg::Net(NetEvent::Connecting { attempt: 2 }));
     assert!(app.dirty, "the status bar shows the connection state");
+}
+
+#[test]
+fn plain_mode_user_list_comes_a_line_at_a_time() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    app.update(server(ServerEvent::Users {
+        users: vec![user("9.9.9.9:9", "stale")],
+    }));
+    // `user list:` starts a fresh list; each following line adds one user.
+    app.update(server(ServerEvent::Users { users: vec![] }));
+    assert!(app.users.is_empty());
+    for (addr, name) in [(BOB, "zed"), (ME, "amy")] {
+        app.update(Msg::Net(NetEvent::Listed(user(addr, name))));
+    }
+    let names: Vec<&str> = app.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["amy", "zed"]);
 }

@@ -43,6 +43,7 @@ fn chat(app: &mut App, addr: &str, name: &str, text: &str) {
     server(
         app,
         ServerEvent::Chat {
+            stamp: None,
             addr: addr.into(),
             name: name.into(),
             text: text.into(),
@@ -58,6 +59,8 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Welcome {
+            idle_timeout_ms: 0,
+            seq: 0,
             version: 1,
             addr: ME.into(),
             name: ME.into(),
@@ -78,6 +81,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Join {
+            stamp: None,
             addr: MING.into(),
             name: "小明".into(),
         },
@@ -94,6 +98,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Rename {
+            stamp: None,
             addr: BOB.into(),
             old: "bob".into(),
             new: "robert".into(),
@@ -102,6 +107,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Leave {
+            stamp: None,
             addr: "127.0.0.1:8001".into(),
             name: "carol".into(),
             reason: LeaveReason::Timeout,
