@@ -21,6 +21,7 @@ mod server;
 mod text;
 mod users;
 
+pub use keepalive::{WHO_MIN_INTERVAL, WHO_REFRESH, ping_interval};
 pub use pacing::{Pacer, SEND_BURST, SEND_RATE};
 pub use rename::{RenameDialog, Retake};
 pub use users::Users;
@@ -36,11 +37,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use text::truncate_with_ellipsis;
 
-/// How often the user list is refreshed when nothing else asks for it. Well under the
-/// server's default 30 s idle timeout, so an open client that nobody types into stays online.
-pub const WHO_REFRESH: Duration = Duration::from_secs(10);
-/// At most one `who` per this interval, however busy the room.
-pub const WHO_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// A paste with more lines than this asks before sending.
 pub const PASTE_CONFIRM_OVER: usize = 5;
 /// Rows the mouse wheel scrolls per notch.
@@ -164,6 +160,10 @@ pub struct App {
     /// Something changed that the user list should reflect.
     who_due: bool,
     last_who: Option<Instant>,
+    /// JSON mode: ping when nothing was sent for this long (from the welcome's idle timeout).
+    ping_every: Option<Duration>,
+    /// When something was last sent (the tick time it went out at).
+    last_sent: Option<Instant>,
     last_tick: Option<Instant>,
     pacer: Pacer,
     /// Events read from the server and not yet applied: non-zero when the client cannot
@@ -205,6 +205,8 @@ impl App {
             rename_to_send: None,
             who_due: false,
             last_who: None,
+            ping_every: None,
+            last_sent: None,
             last_tick: None,
             pacer: Pacer::new(),
             behind: 0,
@@ -259,6 +261,10 @@ impl App {
             }
         }
         self.pump_outbox(&mut effects);
+        if effects.iter().any(|e| matches!(e, Effect::Send(_))) {
+            // The server's idle clock restarts with every line it gets.
+            self.last_sent = self.last_tick;
+        }
         effects
     }
 

@@ -29,6 +29,13 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(chat_server::Config {
+            rate: 0.0,
+            ..chat_server::Config::default()
+        })
+    }
+
+    fn start_with(config: chat_server::Config) -> Server {
         let (addr_tx, addr_rx) = mpsc::channel();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -43,10 +50,6 @@ impl Server {
                     .await
                     .expect("bind 127.0.0.1:0");
                 addr_tx.send(listener.local_addr().expect("addr")).unwrap();
-                let config = chat_server::Config {
-                    rate: 0.0,
-                    ..chat_server::Config::default()
-                };
                 chat_server::run(listener, config, token)
                     .await
                     .expect("server runs");
@@ -447,4 +450,27 @@ fn signals_from_outside_restore_the_terminal() {
         tui.wait_exit();
         tui.assert_restored();
     }
+}
+
+#[test]
+fn an_idle_client_stays_connected_by_pinging() {
+    let idle_timeout = Duration::from_secs(1);
+    let server = Server::start_with(chat_server::Config {
+        rate: 0.0,
+        idle_timeout,
+        ..chat_server::Config::default()
+    });
+    let mut gina = Tui::start("gina", server.addr, "gina");
+    gina.wait_for("gina online", |t| sidebar_lists(t, &["gina"]));
+    // Nobody types for several idle timeouts: this waiting is the test, not a synchronization.
+    thread::sleep(idle_timeout * 4);
+    gina.type_keys("still here\r");
+    gina.wait_for_text("> gina: still here");
+    let screen = gina.screen_text();
+    assert!(
+        !screen.contains("connection lost") && !screen.contains("timed out"),
+        "the server dropped the idle client:\n{screen}"
+    );
+    gina.type_keys(CTRL_C);
+    assert!(gina.wait_exit().success());
 }

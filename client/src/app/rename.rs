@@ -218,7 +218,7 @@ impl App {
         if let Some(addr) = self.own_addr.clone() {
             self.users.rename(&addr, &name);
         }
-        self.who_due = true;
+        self.list_changed();
         self.own_name = Some(name.clone());
         self.chosen_name = Some(name.clone());
         self.push_entry(Entry {

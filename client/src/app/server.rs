@@ -1,7 +1,7 @@
 //! What the connection reports: connecting, losing the link, and the server's events.
 
 use super::text::mentions;
-use super::{App, Connection, Effect, Entry, EntryKind, Retake};
+use super::{App, Connection, Effect, Entry, EntryKind, Retake, ping_interval};
 use crate::net::NetEvent;
 use chat_protocol::{ClientCommand, LeaveReason, ServerEvent, UserInfo};
 use chrono::NaiveTime;
@@ -72,6 +72,8 @@ impl App {
     /// The server is ready for our lines.
     pub(super) fn on_ready(&mut self, effects: &mut Vec<Effect>) {
         self.connection = Connection::Connected;
+        // The server's idle clock starts now; the first `who` goes at the next tick.
+        self.last_sent = self.last_tick;
         self.who_due = true;
         self.info(
             EntryKind::Info,
@@ -109,9 +111,15 @@ impl App {
             mention: false,
         };
         match event {
-            ServerEvent::Welcome { addr, name, .. } => {
+            ServerEvent::Welcome {
+                addr,
+                name,
+                idle_timeout_ms,
+                ..
+            } => {
                 self.own_addr = Some(addr);
                 self.own_name = Some(name);
+                self.ping_every = ping_interval(idle_timeout_ms);
                 self.on_ready(effects);
             }
             ServerEvent::Here { addr, name } => {
@@ -130,7 +138,7 @@ impl App {
                         name: name.clone(),
                     });
                 }
-                self.who_due = true;
+                self.list_changed();
                 self.push_entry(line(EntryKind::Join, None, format!("{name} joined")));
             }
             ServerEvent::Chat {
@@ -154,7 +162,7 @@ impl App {
                 addr, name, reason, ..
             } => {
                 self.users.remove(&addr);
-                self.who_due = true;
+                self.list_changed();
                 let (kind, text) = match reason {
                     LeaveReason::Quit => (EntryKind::Leave, format!("{name} left")),
                     LeaveReason::Timeout => (EntryKind::Timeout, format!("{name} timed out")),
@@ -175,7 +183,7 @@ impl App {
             }
             ServerEvent::Rename { addr, old, new, .. } => {
                 self.users.rename(&addr, &new);
-                self.who_due = true;
+                self.list_changed();
                 self.push_entry(line(
                     EntryKind::Rename,
                     None,

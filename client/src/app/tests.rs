@@ -808,15 +808,8 @@ fn retaking_the_name_gives_up_after_a_while_and_says_where_the_lines_went() {
     assert_eq!(released, vec![said("are you there?")]);
 }
 
-#[test]
-fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
-    let clock = Clock(Instant::now());
-    let mut app = App::new(Settings::default());
-    assert!(sent(&clock.tick(&mut app, 0)).is_empty(), "not connected");
-    app.update(Msg::Net(NetEvent::Connected { plain: false }));
-    app.update(welcome(ME));
-    assert_eq!(sent(&clock.tick(&mut app, 100)), vec![ClientCommand::Who]);
-    // A busy room: many joins, leaves and renames within a second.
+/// Joins, renames and leaves of 50 users, all within a moment.
+fn busy_room(app: &mut App) {
     for i in 0..50 {
         let addr = format!("10.0.0.{i}:1");
         app.update(server(ServerEvent::Join {
@@ -837,6 +830,91 @@ fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
             reason: LeaveReason::Quit,
         }));
     }
+}
+
+fn welcome_with_idle_timeout(idle_timeout_ms: u64) -> Msg {
+    server(ServerEvent::Welcome {
+        version: 1,
+        addr: ME.into(),
+        name: ME.into(),
+        idle_timeout_ms,
+        seq: 0,
+    })
+}
+
+#[test]
+fn json_mode_asks_who_once_then_follows_events_and_pings_at_a_third_of_the_idle_timeout() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    clock.tick(&mut app, 0);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(30_000));
+    assert_eq!(sent(&clock.tick(&mut app, 250)), vec![ClientCommand::Who]);
+    busy_room(&mut app);
+    let mut later = Vec::new();
+    for ms in (500..10_000).step_by(250) {
+        later.extend(sent(&clock.tick(&mut app, ms)));
+    }
+    assert!(
+        later.is_empty(),
+        "no who after events, none periodic: {later:?}"
+    );
+    assert!(sent(&clock.tick(&mut app, 10_000)).is_empty());
+    assert_eq!(
+        sent(&clock.tick(&mut app, 10_250)),
+        vec![ClientCommand::Ping { token: None }],
+        "10 s after the who: a third of the 30 s idle timeout"
+    );
+    assert!(sent(&clock.tick(&mut app, 15_000)).is_empty());
+    // Saying something is activity too: the next ping is 10 s after it.
+    type_text(&mut app, "hello");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![said("hello")]);
+    // It went out at the 15 s tick's time.
+    assert!(sent(&clock.tick(&mut app, 24_750)).is_empty());
+    assert_eq!(
+        sent(&clock.tick(&mut app, 25_000)),
+        vec![ClientCommand::Ping { token: None }]
+    );
+    // `/who` still asks.
+    type_text(&mut app, "/who");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(
+        sent(&clock.tick(&mut app, 25_250)),
+        vec![ClientCommand::Who]
+    );
+    // And after a reconnect, once more.
+    lose_connection(&mut app);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(30_000));
+    assert_eq!(
+        sent(&clock.tick(&mut app, 30_000)),
+        vec![ClientCommand::Who]
+    );
+}
+
+#[test]
+fn no_pings_when_the_server_has_no_idle_timeout() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(0));
+    let mut all = Vec::new();
+    for ms in (0..120_000).step_by(250) {
+        all.extend(sent(&clock.tick(&mut app, ms)));
+    }
+    assert_eq!(all, vec![ClientCommand::Who]);
+    assert_eq!(ping_interval(0), None);
+    assert_eq!(ping_interval(30_000), Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn plain_mode_asks_who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    assert!(sent(&clock.tick(&mut app, 0)).is_empty(), "not connected");
+    app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    assert_eq!(sent(&clock.tick(&mut app, 100)), vec![ClientCommand::Who]);
+    busy_room(&mut app);
     let mut whos = 0;
     for ms in (200..=1000).step_by(100) {
         whos += sent(&clock.tick(&mut app, ms)).len();
@@ -848,7 +926,7 @@ fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
     assert_eq!(
         sent(&clock.tick(&mut app, 11_100)),
         vec![ClientCommand::Who],
-        "periodic refresh keeps the connection from idling out"
+        "periodic refresh keeps the connection from idling out (no ping in plain mode)"
     );
 }
 
