@@ -11,6 +11,7 @@
 //! (the clock: user list and retries), `server` (what the connection reports), `users`
 //! (the sorted sidebar list) and `text` (mentions, cutting long text).
 
+mod history;
 mod keepalive;
 mod keys;
 mod pacing;
@@ -21,6 +22,7 @@ mod server;
 mod text;
 mod users;
 
+pub use history::{Ask, HISTORY_ON_CONNECT, HISTORY_PAGE, HISTORY_RESUME_PAGE, History};
 pub use keepalive::{WHO_MIN_INTERVAL, WHO_REFRESH, ping_interval};
 pub use pacing::{Pacer, SEND_BURST, SEND_RATE};
 pub use rename::{RenameDialog, Retake};
@@ -28,7 +30,7 @@ pub use users::Users;
 
 use crate::input::LineEditor;
 use crate::net::NetEvent;
-use crate::scrollback::{Entry, EntryKind, ScrollPos, Scrollback};
+use crate::scrollback::{Entry, EntryKind, Placed, ScrollPos, Scrollback};
 use chat_protocol::ClientCommand;
 use chrono::NaiveTime;
 use crossterm::event::{KeyEvent, KeyEventKind};
@@ -169,6 +171,8 @@ pub struct App {
     /// Events read from the server and not yet applied: non-zero when the client cannot
     /// keep up (drawing stalls), shown in the status bar.
     pub behind: usize,
+    /// The room's history: what was asked, what is due.
+    pub room_history: History,
     /// Local time of the latest tick or event, for lines this client adds itself.
     pub clock: NaiveTime,
     /// Terminal size, for paging by screenfuls.
@@ -210,6 +214,7 @@ impl App {
             last_tick: None,
             pacer: Pacer::new(),
             behind: 0,
+            room_history: History::default(),
             clock: NaiveTime::MIN,
             size: (80, 24),
             dirty: true,
@@ -261,6 +266,7 @@ impl App {
             }
         }
         self.pump_outbox(&mut effects);
+        self.pump_history(&mut effects);
         if effects.iter().any(|e| matches!(e, Effect::Send(_))) {
             // The server's idle clock restarts with every line it gets.
             self.last_sent = self.last_tick;
@@ -269,14 +275,7 @@ impl App {
     }
 
     pub(crate) fn info(&mut self, kind: EntryKind, text: impl Into<String>) {
-        self.push_entry(Entry {
-            time: self.clock,
-            kind,
-            name: None,
-            text: text.into(),
-            own: false,
-            mention: false,
-        });
+        self.push_entry(Entry::line(self.clock, kind, text));
     }
 
     pub(crate) fn push_entry(&mut self, mut entry: Entry) {
@@ -284,7 +283,24 @@ impl App {
         if let Some(name) = &mut entry.name {
             truncate_with_ellipsis(name, MAX_ENTRY_NAME_BYTES);
         }
-        self.scrollback.push(entry);
+        let placed = self.scrollback.push(entry);
+        self.placed(placed);
+    }
+
+    /// Keeps the view on the lines it showed after the scrollback changed.
+    pub(crate) fn placed(&mut self, placed: Placed) {
+        match placed {
+            Placed::Duplicate => return,
+            Placed::Appended => {}
+            Placed::Inserted(at) => {
+                // Entries from `at` on moved up by one; a view at or below them follows.
+                if let Some(pos) = &mut self.scroll
+                    && pos.seq >= at
+                {
+                    pos.seq += 1;
+                }
+            }
+        }
         if let Some(pos) = self.scroll
             && pos.seq < self.scrollback.first_seq()
         {

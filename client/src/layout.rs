@@ -89,7 +89,8 @@ pub enum Part {
 }
 
 /// The marker column of an entry: `>` own lines, `*` mentions, `+` joins, `-` leaves and
-/// timeouts, `~` renames, `!` errors, `#` server notices, `=` the client's own messages.
+/// timeouts, `~` renames, `!` errors, `#` server notices, `=` the client's own messages,
+/// `─` where the history shown on connect ends.
 pub fn marker(entry: &Entry) -> &'static str {
     match entry.kind {
         EntryKind::Chat if entry.own => ">",
@@ -101,6 +102,7 @@ pub fn marker(entry: &Entry) -> &'static str {
         EntryKind::Error => "!",
         EntryKind::Notice => "#",
         EntryKind::Info => "=",
+        EntryKind::Separator => "─",
     }
 }
 
@@ -220,12 +222,8 @@ mod tests {
 
     fn entry(text: &str) -> Entry {
         Entry {
-            time: NaiveTime::MIN,
-            kind: EntryKind::Chat,
             name: Some("bob".into()),
-            text: text.into(),
-            own: false,
-            mention: false,
+            ..Entry::line(NaiveTime::MIN, EntryKind::Chat, text)
         }
     }
 

@@ -55,6 +55,7 @@ fn text_style(entry: &Entry) -> Style {
         EntryKind::Error => Style::new().fg(Color::Red).bold(),
         EntryKind::Notice => Style::new().fg(Color::Magenta),
         EntryKind::Info => Style::new().fg(Color::DarkGray),
+        EntryKind::Separator => Style::new().fg(Color::Cyan).bold(),
     }
 }
 
@@ -117,8 +118,14 @@ pub fn entry_lines(entry: &Entry, width: usize) -> Vec<Line<'static>> {
                 spans.push(Span::styled(run, run_style.unwrap_or_default()));
             }
             let line = Line::from(spans);
-            if entry.mention {
+            let line = if entry.mention {
                 line.patch_style(Style::new().add_modifier(Modifier::BOLD))
+            } else {
+                line
+            };
+            // Said before this client connected: dimmed, so the live lines stand out.
+            if entry.earlier {
+                line.patch_style(Style::new().add_modifier(Modifier::DIM))
             } else {
                 line
             }

@@ -221,14 +221,11 @@ impl App {
         self.list_changed();
         self.own_name = Some(name.clone());
         self.chosen_name = Some(name.clone());
-        self.push_entry(Entry {
+        self.push_entry(Entry::line(
             time,
-            kind: EntryKind::Rename,
-            name: None,
-            text: format!("you are now known as {name}"),
-            own: false,
-            mention: false,
-        });
+            EntryKind::Rename,
+            format!("you are now known as {name}"),
+        ));
     }
 
     /// An error from the server: true when it answered the rename in flight (and was shown
@@ -254,14 +251,11 @@ impl App {
             dialog.server_error = Some(message.to_string());
             return true;
         }
-        self.push_entry(Entry {
+        self.push_entry(Entry::line(
             time,
-            kind: EntryKind::Error,
-            name: None,
-            text: format!("could not take the name {wanted}: {message} (F2 to pick another)"),
-            own: false,
-            mention: false,
-        });
+            EntryKind::Error,
+            format!("could not take the name {wanted}: {message} (F2 to pick another)"),
+        ));
         true
     }
 }

@@ -44,24 +44,35 @@ impl App {
     }
 
     /// Sets the scroll position, kept below the top and pinned to the bottom when it
-    /// reaches the newest row.
-    pub(super) fn set_scroll(&mut self, pos: ScrollPos) {
+    /// reaches the newest row. True when the view now shows the oldest row held.
+    pub(super) fn set_scroll(&mut self, pos: ScrollPos) -> bool {
         self.dirty = true;
         let Some(anchor) = self.top_anchor() else {
             self.scroll = None;
-            return;
+            return true;
         };
-        let pos = if pos.is_above(anchor) { anchor } else { pos };
+        let at_top = !anchor.is_above(pos);
+        let pos = if at_top { anchor } else { pos };
         self.scroll = (pos.seq < self.scrollback.last_seq() || pos.skip > 0).then_some(pos);
+        at_top
+    }
+
+    /// Scrolling up stopped at the oldest row held: older lines may come from the server.
+    fn scrolled_up_to(&mut self, pos: ScrollPos) {
+        if self.set_scroll(pos) {
+            self.reached_top();
+        }
     }
 
     pub(super) fn scroll_to_top(&mut self) {
-        if !self.scrollback.is_empty() {
-            self.set_scroll(ScrollPos {
-                seq: self.scrollback.first_seq(),
-                skip: usize::MAX,
-            });
+        if self.scrollback.is_empty() {
+            self.reached_top();
+            return;
         }
+        self.scrolled_up_to(ScrollPos {
+            seq: self.scrollback.first_seq(),
+            skip: usize::MAX,
+        });
     }
 
     /// Moves the view up by `count` rows, through the rows of long entries one by one.
@@ -91,7 +102,7 @@ impl App {
             left -= above_in_entry + 1;
             pos = ScrollPos::at(pos.seq - 1);
         }
-        self.set_scroll(pos);
+        self.scrolled_up_to(pos);
     }
 
     /// Moves the view down by `count` rows; reaching the newest row pins it again.
@@ -115,7 +126,7 @@ impl App {
             pos.seq += 1;
             pos.skip = self.rows_of(pos.seq, width) - 1;
         }
-        self.set_scroll(pos);
+        let _ = self.set_scroll(pos);
     }
 
     /// A screenful less one row, so a line of context stays in view.

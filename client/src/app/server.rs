@@ -36,6 +36,7 @@ impl App {
                 );
                 self.connection = Connection::Disconnected { reason, retry_in };
                 self.users.clear();
+                self.history_lost();
                 self.rename_in_flight = None;
                 self.rename_to_send = None;
                 self.retake = Retake::Idle;
@@ -96,31 +97,100 @@ impl App {
             .is_some_and(|name| mentions(text, name))
     }
 
+    /// The pane's line for a room event (a chat line, join, leave or rename), live or from
+    /// history alike; `None` for other events.
+    pub(super) fn room_entry(&self, event: &ServerEvent, time: NaiveTime) -> Option<Entry> {
+        let room_seq = event.stamp().map(|stamp| stamp.seq);
+        let line = |kind, text: String| Entry {
+            room_seq,
+            ..Entry::line(time, kind, text)
+        };
+        Some(match event {
+            ServerEvent::Chat {
+                addr, name, text, ..
+            } => {
+                let own = self.is_own(addr);
+                Entry {
+                    name: Some(name.clone()),
+                    own,
+                    mention: !own && self.mentions_me(text),
+                    ..line(EntryKind::Chat, text.clone())
+                }
+            }
+            ServerEvent::Join { name, .. } => line(EntryKind::Join, format!("{name} joined")),
+            ServerEvent::Leave { name, reason, .. } => match reason {
+                LeaveReason::Quit => line(EntryKind::Leave, format!("{name} left")),
+                LeaveReason::Timeout => line(EntryKind::Timeout, format!("{name} timed out")),
+                LeaveReason::SendqExceeded => line(
+                    EntryKind::Leave,
+                    format!("{name} was disconnected (too far behind)"),
+                ),
+                LeaveReason::ExcessFlood => line(
+                    EntryKind::Leave,
+                    format!("{name} was disconnected (flooding)"),
+                ),
+                LeaveReason::NodeLost => line(
+                    EntryKind::Leave,
+                    format!("{name} was disconnected (their server node was lost)"),
+                ),
+            },
+            ServerEvent::Rename { old, new, .. } => {
+                line(EntryKind::Rename, format!("{old} is now known as {new}"))
+            }
+            _ => return None,
+        })
+    }
+
     pub(super) fn on_server(
         &mut self,
         event: ServerEvent,
         time: NaiveTime,
         effects: &mut Vec<Effect>,
     ) {
-        let line = |kind, name: Option<String>, text: String| Entry {
-            time,
-            kind,
-            name,
-            text,
-            own: false,
-            mention: false,
-        };
+        if let Some(seq) = event.stamp().map(|stamp| stamp.seq) {
+            self.saw_room_seq(seq);
+        }
+        if let Some(entry) = self.room_entry(&event, time) {
+            // Side effects of a live room event; the line itself goes into the pane as is.
+            match &event {
+                ServerEvent::Join { addr, name, .. } => {
+                    if !self.users.contains(addr) {
+                        self.users.insert(UserInfo {
+                            addr: addr.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    self.list_changed();
+                }
+                ServerEvent::Leave { addr, .. } => {
+                    self.users.remove(addr);
+                    self.list_changed();
+                }
+                ServerEvent::Rename { addr, new, .. } => {
+                    self.users.rename(addr, new);
+                    self.list_changed();
+                }
+                _ => {}
+            }
+            if entry.mention && self.settings.bell {
+                effects.push(Effect::Bell);
+            }
+            self.push_entry(entry);
+            return;
+        }
         match event {
             ServerEvent::Welcome {
                 addr,
                 name,
                 idle_timeout_ms,
+                seq,
                 ..
             } => {
                 self.own_addr = Some(addr);
                 self.own_name = Some(name);
                 self.ping_every = ping_interval(idle_timeout_ms);
                 self.on_ready(effects);
+                self.ask_history_on_welcome(seq);
             }
             ServerEvent::Here { addr, name } => {
                 // The plain server's way of saying who you are.
@@ -131,78 +201,31 @@ impl App {
                     self.rename_to_chosen(effects);
                 }
             }
-            ServerEvent::Join { addr, name, .. } => {
-                if !self.users.contains(&addr) {
-                    self.users.insert(UserInfo {
-                        addr,
-                        name: name.clone(),
-                    });
-                }
-                self.list_changed();
-                self.push_entry(line(EntryKind::Join, None, format!("{name} joined")));
-            }
-            ServerEvent::Chat {
-                addr, name, text, ..
-            } => {
-                let own = self.is_own(&addr);
-                let mention = !own && self.mentions_me(&text);
-                if mention && self.settings.bell {
-                    effects.push(Effect::Bell);
-                }
-                self.push_entry(Entry {
-                    time,
-                    kind: EntryKind::Chat,
-                    name: Some(name),
-                    text,
-                    own,
-                    mention,
-                });
-            }
-            ServerEvent::Leave {
-                addr, name, reason, ..
-            } => {
-                self.users.remove(&addr);
-                self.list_changed();
-                let (kind, text) = match reason {
-                    LeaveReason::Quit => (EntryKind::Leave, format!("{name} left")),
-                    LeaveReason::Timeout => (EntryKind::Timeout, format!("{name} timed out")),
-                    LeaveReason::SendqExceeded => (
-                        EntryKind::Leave,
-                        format!("{name} was disconnected (too far behind)"),
-                    ),
-                    LeaveReason::ExcessFlood => (
-                        EntryKind::Leave,
-                        format!("{name} was disconnected (flooding)"),
-                    ),
-                    LeaveReason::NodeLost => (
-                        EntryKind::Leave,
-                        format!("{name} was disconnected (their server node was lost)"),
-                    ),
-                };
-                self.push_entry(line(kind, None, text));
-            }
-            ServerEvent::Rename { addr, old, new, .. } => {
-                self.users.rename(&addr, &new);
-                self.list_changed();
-                self.push_entry(line(
-                    EntryKind::Rename,
-                    None,
-                    format!("{old} is now known as {new}"),
-                ));
-            }
             ServerEvent::Renamed { name } => self.on_renamed(name, time),
             ServerEvent::Users { users } => self.users.replace(users),
             ServerEvent::Error { code, message } => {
                 if !self.on_rename_refused(code, &message, time) {
-                    self.push_entry(line(EntryKind::Error, None, format!("error: {message}")));
+                    self.push_entry(Entry::line(
+                        time,
+                        EntryKind::Error,
+                        format!("error: {message}"),
+                    ));
                 }
             }
             ServerEvent::Notice { message, .. } => {
-                self.push_entry(line(EntryKind::Notice, None, message));
+                self.push_entry(Entry::line(time, EntryKind::Notice, message));
             }
             // The answer to a keepalive: that it came is all it says.
             ServerEvent::Pong { .. } => {}
-            ServerEvent::History { .. } | ServerEvent::Dm { .. } => {}
+            ServerEvent::History { events, more, gap } => {
+                self.on_history(events, more, gap, time);
+            }
+            ServerEvent::Dm { .. } => {}
+            // Room events were handled above.
+            ServerEvent::Chat { .. }
+            | ServerEvent::Join { .. }
+            | ServerEvent::Leave { .. }
+            | ServerEvent::Rename { .. } => {}
         }
     }
 }

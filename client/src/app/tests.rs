@@ -1342,3 +1342,304 @@ fn plain_mode_user_list_comes_a_line_at_a_time() {
     let names: Vec<&str> = app.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["amy", "zed"]);
 }
+
+// ----- history -----
+
+fn stamped_chat(seq: u64, text: &str) -> ServerEvent {
+    ServerEvent::Chat {
+        addr: BOB.into(),
+        name: "bob".into(),
+        text: text.into(),
+        stamp: Some(chat_protocol::event::Stamp {
+            seq,
+            ts: "2026-12-02T09:15:00.000Z".into(),
+        }),
+    }
+}
+
+fn said_at(seq: u64) -> ServerEvent {
+    stamped_chat(seq, &format!("line {seq}"))
+}
+
+fn welcome_at(seq: u64) -> Msg {
+    server(ServerEvent::Welcome {
+        version: 1,
+        addr: ME.into(),
+        name: ME.into(),
+        idle_timeout_ms: 0,
+        seq,
+    })
+}
+
+fn history(seqs: impl IntoIterator<Item = u64>, more: bool, gap: bool) -> Msg {
+    server(ServerEvent::History {
+        events: seqs.into_iter().map(said_at).collect(),
+        more,
+        gap,
+    })
+}
+
+fn asked(effects: &[Effect]) -> Vec<ClientCommand> {
+    sent(effects)
+        .into_iter()
+        .filter(|c| matches!(c, ClientCommand::History { .. }))
+        .collect()
+}
+
+fn ask(before: Option<u64>, after: Option<u64>, limit: u32) -> ClientCommand {
+    ClientCommand::History {
+        before,
+        after,
+        limit: Some(limit),
+    }
+}
+
+/// Room events in the pane, in order.
+fn room_lines(app: &App) -> Vec<String> {
+    app.scrollback
+        .iter()
+        .filter(|e| e.room_seq.is_some())
+        .map(|e| e.text.clone())
+        .collect()
+}
+
+fn lines(seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
+    seqs.into_iter().map(|s| format!("line {s}")).collect()
+}
+
+#[test]
+fn on_connect_the_last_page_shows_dimmed_above_the_live_lines() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(40));
+    assert_eq!(asked(&effects), vec![ask(None, None, HISTORY_ON_CONNECT)]);
+    // Live lines arrive before the answer; the answer overlaps them.
+    app.update(server(said_at(41)));
+    app.update(server(said_at(42)));
+    app.update(history(35..=41, true, false));
+    assert_eq!(room_lines(&app), lines(35..=42), "in order, 41 once");
+    let kinds: Vec<(EntryKind, bool)> =
+        app.scrollback.iter().map(|e| (e.kind, e.earlier)).collect();
+    let separator = kinds
+        .iter()
+        .position(|(k, _)| *k == EntryKind::Separator)
+        .expect("a separator");
+    assert!(
+        kinds[..separator]
+            .iter()
+            .all(|(k, earlier)| *earlier || *k == EntryKind::Info),
+        "everything above it is earlier: {kinds:?}"
+    );
+    assert!(kinds[separator + 1..].iter().all(|(_, earlier)| !earlier));
+    assert_eq!(
+        app.scrollback
+            .iter()
+            .nth(separator + 1)
+            .map(|e| e.text.as_str()),
+        Some("line 41"),
+        "live begins below the separator (41 came live before the answer)"
+    );
+    // The earlier lines keep the server's time (shown in local time).
+    let first = app.scrollback.iter().find(|e| e.earlier).unwrap();
+    let expected = chrono::DateTime::parse_from_rfc3339("2026-12-02T09:15:00.000Z")
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .time();
+    assert_eq!(first.time, expected);
+}
+
+#[test]
+fn an_empty_room_asks_for_nothing_and_plain_mode_never_asks() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    assert!(asked(&app.update(welcome_at(0))).is_empty());
+    let mut plain = App::new(Settings::default());
+    let mut effects = plain.update(Msg::Net(NetEvent::Connected { plain: true }));
+    effects.extend(plain.update(key(KeyCode::Home)));
+    effects.extend(plain.update(Msg::WheelUp));
+    assert!(
+        asked(&effects).is_empty(),
+        "the original server keeps no history"
+    );
+}
+
+/// Connected, saw events 1 to 10 live, lost the connection, and is welcomed back at `seq`.
+fn reconnected_at(seq: u64) -> (App, Vec<Effect>) {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_at(0));
+    for s in 1..=10 {
+        app.update(server(said_at(s)));
+    }
+    lose_connection(&mut app);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(seq));
+    (app, effects)
+}
+
+#[test]
+fn after_a_reconnect_exactly_the_missed_events_are_fetched_page_by_page_and_put_in_place() {
+    let (mut app, effects) = reconnected_at(1_200);
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(10), HISTORY_RESUME_PAGE)]
+    );
+    // Live lines keep coming meanwhile.
+    app.update(server(said_at(1_201)));
+    app.update(server(said_at(1_202)));
+    let effects = app.update(history(11..=510, true, false));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(510), HISTORY_RESUME_PAGE)]
+    );
+    let effects = app.update(history(511..=1010, true, false));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(1010), HISTORY_RESUME_PAGE)]
+    );
+    // The last page overlaps what came live: nothing twice.
+    let effects = app.update(history(1011..=1201, false, false));
+    assert!(asked(&effects).is_empty(), "done: no more pages");
+    assert_eq!(
+        room_lines(&app),
+        lines(1..=1202),
+        "nothing missed, nothing twice"
+    );
+    assert!(
+        app.scrollback.iter().all(|e| !e.earlier),
+        "missed lines are not dimmed"
+    );
+    assert!(
+        !texts(&app)
+            .iter()
+            .any(|t| t.contains("lost while you were away")),
+        "no gap"
+    );
+}
+
+#[test]
+fn nothing_missed_means_nothing_asked() {
+    let (_, effects) = reconnected_at(10);
+    assert!(asked(&effects).is_empty());
+}
+
+#[test]
+fn a_gap_is_said_plainly_where_the_missing_events_were() {
+    let (mut app, _) = reconnected_at(100);
+    app.update(history(60..=100, false, true));
+    let all = texts(&app);
+    let notice = all
+        .iter()
+        .position(|t| t.contains("some messages were lost while you were away"))
+        .expect("the gap is said");
+    assert_eq!(
+        all[notice + 1],
+        "line 60",
+        "right before the first event after it"
+    );
+    assert_eq!(all[notice - 1..notice].len(), 1);
+    assert_eq!(room_lines(&app), [lines(1..=10), lines(60..=100)].concat());
+}
+
+#[test]
+fn a_lost_connection_forgets_the_request_and_the_next_welcome_asks_again() {
+    let (mut app, _) = reconnected_at(100);
+    lose_connection(&mut app);
+    // An answer that never came; the next connection asks from the same place.
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(120));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(10), HISTORY_RESUME_PAGE)]
+    );
+}
+
+/// A client at the bottom of events 901 to 1000 (in a pane 10 rows high), with older ones on
+/// the server.
+fn with_older_history(cap: usize) -> App {
+    let mut app = App::new(Settings {
+        scrollback: cap,
+        ..Settings::default()
+    });
+    app.update(Msg::Resize {
+        width: 80,
+        height: 12,
+    });
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_at(1000));
+    app.update(history(951..=1000, true, false));
+    app.update(history([], false, false)); // (nothing in flight: ignored)
+    app
+}
+
+#[test]
+fn scrolling_to_the_top_loads_the_page_before_the_oldest_line() {
+    let mut app = with_older_history(10_000);
+    let effects = app.update(key(KeyCode::Home));
+    assert_eq!(asked(&effects), vec![ask(Some(951), None, HISTORY_PAGE)]);
+    let shown = |app: &App| {
+        let pos = app.scroll.expect("scrolled up");
+        (app.scrollback.get(pos.seq).unwrap().text.clone(), pos.skip)
+    };
+    let before = shown(&app);
+    assert!(
+        asked(&app.update(Msg::WheelUp)).is_empty(),
+        "one request at a time"
+    );
+    app.update(history(851..=950, true, false));
+    assert_eq!(room_lines(&app), lines(851..=1000));
+    assert_eq!(shown(&app), before, "the view stays on the lines it showed");
+    // Paging up reaches the new top and asks again; the last page says it is the start.
+    let mut effects = Vec::new();
+    for _ in 0..20 {
+        effects.extend(app.update(key(KeyCode::PageUp)));
+    }
+    assert_eq!(asked(&effects), vec![ask(Some(851), None, HISTORY_PAGE)]);
+    app.update(history(800..=850, false, false));
+    assert_eq!(
+        texts(&app)[0],
+        "the beginning of the room's history",
+        "said at the very top"
+    );
+    for _ in 0..40 {
+        assert!(
+            asked(&app.update(key(KeyCode::PageUp))).is_empty(),
+            "no more to ask"
+        );
+    }
+}
+
+#[test]
+fn the_wheel_at_the_top_loads_older_pages_too() {
+    let mut app = with_older_history(10_000);
+    let mut effects = Vec::new();
+    for _ in 0..30 {
+        effects.extend(app.update(Msg::WheelUp));
+    }
+    assert_eq!(asked(&effects), vec![ask(Some(951), None, HISTORY_PAGE)]);
+}
+
+#[test]
+fn older_pages_stay_within_the_cap_and_the_dropped_newest_come_back_at_the_bottom() {
+    let mut app = with_older_history(120);
+    app.update(key(KeyCode::Home));
+    app.update(history(851..=950, true, false));
+    assert!(app.scrollback.len() <= 120, "{}", app.scrollback.len());
+    assert_eq!(room_lines(&app).first().unwrap(), "line 851");
+    let newest = app.scrollback.newest_room_seq().unwrap();
+    assert!(newest < 1000, "the newest were dropped to make room");
+    // A live line meanwhile lands at the bottom.
+    app.update(server(said_at(1001)));
+    // Back at the bottom: the dropped lines are fetched again, after the newest held.
+    let effects = app.update(ctrl_key(KeyCode::End));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(newest), HISTORY_RESUME_PAGE)]
+    );
+    app.update(history(newest + 1..=1001, false, false));
+    let held = room_lines(&app);
+    assert_eq!(held.last().unwrap(), "line 1001");
+    let expected: Vec<String> = lines(1001 - held.len() as u64 + 1..=1001);
+    assert_eq!(held, expected, "contiguous, nothing twice");
+    assert!(app.scrollback.len() <= 120);
+}

@@ -224,12 +224,12 @@ fn quit_question_with_queued_lines() {
 
 fn plain_entry(text: &str) -> Entry {
     Entry {
-        time: NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
-        kind: EntryKind::Chat,
         name: Some("bob".into()),
-        text: text.into(),
-        own: false,
-        mention: false,
+        ..Entry::line(
+            NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
+            EntryKind::Chat,
+            text,
+        )
     }
 }
 
