@@ -363,3 +363,98 @@ async fn quitting_closes_cleanly_so_the_server_reads_an_end_of_stream_not_a_rese
         "the last line was written before closing: {said:?}"
     );
 }
+
+#[tokio::test]
+async fn history_pages_come_through_the_connection_with_their_seqs() {
+    let (addr, shutdown) = start_server().await;
+    let mut talker = Conn::start(addr, false);
+    talker
+        .server_event("welcome", |e| {
+            matches!(e, ServerEvent::Welcome { .. }).then_some(())
+        })
+        .await;
+    for i in 0..5 {
+        talker.send(ClientCommand::Chat {
+            text: format!("said {i}"),
+        });
+    }
+    talker
+        .server_event("the last line back", |e| match e {
+            ServerEvent::Chat { text, .. } if text == "said 4" => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut reader = Conn::start(addr, false);
+    let welcome_seq = reader
+        .server_event("welcome", |e| match e {
+            ServerEvent::Welcome { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .await;
+    // The newest 4: three chat lines and the reader's own join.
+    reader.send(ClientCommand::History {
+        before: None,
+        after: None,
+        limit: Some(4),
+    });
+    let history = |e: &ServerEvent| match e {
+        ServerEvent::History { events, more, gap } => Some((events.clone(), *more, *gap)),
+        _ => None,
+    };
+    let (page, more, gap) = reader.server_event("the last page", history).await;
+    let texts: Vec<String> = page
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Chat { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["said 2", "said 3", "said 4"]);
+    assert!(more && !gap);
+    assert!(
+        matches!(page.last(), Some(ServerEvent::Join { .. })),
+        "{page:?}"
+    );
+    let seqs: Vec<u64> = page
+        .iter()
+        .filter_map(|e| e.stamp())
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs.len(), 4, "every event stamped");
+    assert!(
+        seqs[..3].iter().all(|&seq| seq <= welcome_seq),
+        "the welcome's seq covers what was said before it: {seqs:?} vs {welcome_seq}"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {seqs:?}"
+    );
+    // The page before it, by the oldest seq held.
+    reader.send(ClientCommand::History {
+        before: Some(seqs[0]),
+        after: None,
+        limit: Some(500),
+    });
+    let (older, more, _) = reader.server_event("the page before", history).await;
+    assert!(!more, "that is all of it");
+    assert!(
+        older
+            .iter()
+            .all(|e| e.stamp().is_some_and(|s| s.seq < seqs[0]))
+    );
+    assert!(
+        older
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Chat { text, .. } if text == "said 0"))
+    );
+    // And what came after a seq, as after a reconnect.
+    reader.send(ClientCommand::History {
+        before: None,
+        after: Some(seqs[0]),
+        limit: Some(500),
+    });
+    let (newer, more, gap) = reader.server_event("the events after", history).await;
+    assert_eq!(newer, page[1..].to_vec());
+    assert!(!more && !gap);
+    shutdown.cancel();
+}
