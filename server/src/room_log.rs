@@ -57,6 +57,8 @@ pub struct HistoryConfig {
     pub max_events: u64,
     /// fsync every commit (`synchronous=FULL`) instead of only writing it to the WAL.
     pub sync_full: bool,
+    /// How often retention runs (10 s; tests shorten it).
+    pub sweep_every: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -66,6 +68,7 @@ impl Default for HistoryConfig {
             retention: Duration::from_secs(30 * 86_400),
             max_events: 1_000_000,
             sync_full: false,
+            sweep_every: SWEEP_EVERY,
         }
     }
 }
@@ -93,8 +96,8 @@ pub enum Query {
     Plain { limit: u32 },
 }
 
-/// Sweeps for expired events at least this often.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Sweeps for expired events at least this often, by default.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Rows deleted per retention transaction, so a sweep never holds the writer for long.
 const SWEEP_CHUNK: i64 = 2_000;
 /// Events committed in one transaction at most.
@@ -327,10 +330,11 @@ fn write_loop(
     on_commit: impl Fn(u64),
 ) {
     let mut group: Vec<Entry> = Vec::new();
-    let mut last_sweep = Instant::now() - SWEEP_EVERY;
+    let every = config.sweep_every;
+    let mut last_sweep = Instant::now();
     let mut newest = 0u64;
     loop {
-        let wait = SWEEP_EVERY.saturating_sub(last_sweep.elapsed());
+        let wait = every.saturating_sub(last_sweep.elapsed());
         match receiver.recv_timeout(wait) {
             Ok(entry) => group.push(entry),
             Err(RecvTimeoutError::Timeout) => {}
@@ -343,7 +347,7 @@ fn write_loop(
             group.clear();
             on_commit(newest);
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
+        if last_sweep.elapsed() >= every {
             last_sweep = Instant::now();
             if let Err(e) = sweep(&mut connection, config, newest) {
                 tracing::error!(error = %e, "history retention sweep failed");

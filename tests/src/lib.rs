@@ -171,6 +171,16 @@ impl Client {
         self.lines.event().await
     }
 
+    /// Reads lines until one starts with `prefix`, returning it.
+    pub async fn skip_until_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
     pub async fn expect_closed(&mut self) -> Vec<String> {
         self.lines.expect_closed().await
     }
@@ -351,6 +361,12 @@ impl ServerProcess {
             .parse()
             .expect("a socket address");
         ServerProcess { child, addr, dir }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Resident memory of the server process, in KiB.
