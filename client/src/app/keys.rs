@@ -1,7 +1,7 @@
 //! Keys: the input line, history, Tab completion, slash commands and quitting.
 
 use super::{App, Effect, EntryKind, HISTORY_CAP};
-use chat_protocol::names::name_key;
+use super::text::fold_case;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Tab completion in progress: repeated Tabs cycle through the matches.
@@ -178,12 +178,12 @@ impl App {
         if word.is_empty() {
             return;
         }
-        let prefix = name_key(word);
+        let prefix = fold_case(word);
         let at_line_start = start == 0;
         let matches: Vec<String> = self
             .users
             .iter()
-            .filter(|u| name_key(&u.name).starts_with(&prefix))
+            .filter(|u| fold_case(&u.name).starts_with(&prefix))
             .filter(|u| Some(&u.addr) != self.own_addr.as_ref())
             .map(|u| {
                 if at_line_start {

@@ -1,6 +1,11 @@
 //! Text rules: cutting over-long text, and what counts as a mention of a name.
 
-use chat_protocol::names::name_key;
+/// Case folded for sorting, completing and finding mentions, as people read names:
+/// `Bob` and `bob` alike. (The protocol's `name_key` is for telling names apart, look-alikes
+/// included, and is neither meant for ordering nor cheap on long text.)
+pub(super) fn fold_case(text: &str) -> String {
+    text.to_lowercase()
+}
 
 /// Cuts `text` to at most `max` bytes on a character boundary, ending it with '…'.
 pub(super) fn truncate_with_ellipsis(text: &mut String, max: usize) {
@@ -23,7 +28,7 @@ pub(super) fn mentions(text: &str, name: &str) -> bool {
     const OPENERS: &[char] = &['@', '(', '"', '\'', '<', '{'];
     const CLOSERS: &[char] = &[',', '.', '!', '?', ':', ';', ')', '"', '\'', '>', '}', '…'];
     let in_word = |c: char| !chat_protocol::names::is_forbidden_in_name(c);
-    let (text, name) = (name_key(text), name_key(name));
+    let (text, name) = (fold_case(text), fold_case(name));
     if name.is_empty() {
         return false;
     }

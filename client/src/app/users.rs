@@ -5,7 +5,7 @@
 //! room's size, so a room of 10,000 where everyone joins still applies in milliseconds.
 
 use chat_protocol::UserInfo;
-use chat_protocol::names::name_key;
+use super::text::fold_case;
 use std::collections::{BTreeMap, HashMap};
 
 /// Online users, in sidebar order, found by address.
@@ -60,7 +60,7 @@ impl Users {
     /// Adds a user, or renames the one already at that address.
     pub fn insert(&mut self, user: UserInfo) {
         self.remove(&user.addr);
-        let key = name_key(&user.name);
+        let key = fold_case(&user.name);
         self.keys.insert(user.addr.clone(), key.clone());
         self.sorted.insert((key, user.addr.clone()), user);
     }
