@@ -11,6 +11,7 @@
 //! (the clock: user list and retries), `server` (what the connection reports), `users`
 //! (the sorted sidebar list) and `text` (mentions, cutting long text).
 
+mod dm;
 mod history;
 mod keepalive;
 mod keys;
@@ -154,7 +155,7 @@ pub struct App {
     pub quit_confirm: bool,
     pub show_help: bool,
     /// Chat lines waiting to be sent: while disconnected, or paced by the send rate.
-    pub outbox: VecDeque<String>,
+    pub outbox: VecDeque<ClientCommand>,
     /// A rename was sent and not yet answered (its name).
     rename_in_flight: Option<String>,
     /// A rename from the dialog waiting for a send token; it goes before any queued line.
@@ -171,6 +172,8 @@ pub struct App {
     /// Events read from the server and not yet applied: non-zero when the client cannot
     /// keep up (drawing stalls), shown in the status bar.
     pub behind: usize,
+    /// Who sent the last direct message received (for `/r`).
+    pub last_dm_from: Option<String>,
     /// The room's history: what was asked, what is due.
     pub room_history: History,
     /// Local time of the latest tick or event, for lines this client adds itself.
@@ -215,6 +218,7 @@ impl App {
             pacer: Pacer::new(),
             behind: 0,
             room_history: History::default(),
+            last_dm_from: None,
             clock: NaiveTime::MIN,
             size: (80, 24),
             dirty: true,

@@ -85,12 +85,14 @@ pub enum Part {
     Name,
     /// The `": "` after the name.
     Separator,
+    /// The arrow of a direct message: `-> bob: ` sent, `bob ->: ` received.
+    Arrow,
     Text,
 }
 
 /// The marker column of an entry: `>` own lines, `*` mentions, `+` joins, `-` leaves and
 /// timeouts, `~` renames, `!` errors, `#` server notices, `=` the client's own messages,
-/// `─` where the history shown on connect ends.
+/// `─` where the history shown on connect ends, `@` direct messages.
 pub fn marker(entry: &Entry) -> &'static str {
     match entry.kind {
         EntryKind::Chat if entry.own => ">",
@@ -103,6 +105,7 @@ pub fn marker(entry: &Entry) -> &'static str {
         EntryKind::Notice => "#",
         EntryKind::Info => "=",
         EntryKind::Separator => "─",
+        EntryKind::DmSent | EntryKind::DmReceived => "@",
     }
 }
 
@@ -110,7 +113,17 @@ pub fn marker(entry: &Entry) -> &'static str {
 fn entry_parts(entry: &Entry) -> Vec<(&str, Part)> {
     let mut parts = vec![(marker(entry), Part::Marker), (" ", Part::Gap)];
     if let Some(name) = &entry.name {
-        parts.push((name.as_str(), Part::Name));
+        match entry.kind {
+            EntryKind::DmSent => {
+                parts.push(("-> ", Part::Arrow));
+                parts.push((name.as_str(), Part::Name));
+            }
+            EntryKind::DmReceived => {
+                parts.push((name.as_str(), Part::Name));
+                parts.push((" ->", Part::Arrow));
+            }
+            _ => parts.push((name.as_str(), Part::Name)),
+        }
         parts.push((": ", Part::Separator));
     }
     parts.push((entry.text.as_str(), Part::Text));

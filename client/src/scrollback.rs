@@ -24,6 +24,10 @@ pub enum EntryKind {
     Info,
     /// Where the history shown on connect ends and the live lines begin.
     Separator,
+    /// A direct message this client sent (`name` is the recipient).
+    DmSent,
+    /// A direct message to this client (`name` is the sender).
+    DmReceived,
 }
 
 /// One line of the message pane.

@@ -56,6 +56,7 @@ fn text_style(entry: &Entry) -> Style {
         EntryKind::Notice => Style::new().fg(Color::Magenta),
         EntryKind::Info => Style::new().fg(Color::DarkGray),
         EntryKind::Separator => Style::new().fg(Color::Cyan).bold(),
+        EntryKind::DmSent | EntryKind::DmReceived => Style::new().fg(Color::LightMagenta),
     }
 }
 
@@ -64,6 +65,9 @@ fn part_style(entry: &Entry, part: Part) -> Style {
     match part {
         Part::Indent | Part::Gap => Style::new(),
         Part::Marker => match entry.kind {
+            EntryKind::DmSent | EntryKind::DmReceived => {
+                Style::new().fg(Color::Black).bg(Color::LightMagenta).bold()
+            }
             EntryKind::Chat if entry.mention => Style::new().fg(Color::Black).bg(Color::Yellow),
             EntryKind::Chat if entry.own => Style::new().bold(),
             _ => text_style(entry),
@@ -74,6 +78,7 @@ fn part_style(entry: &Entry, part: Part) -> Style {
             if entry.own { style.underlined() } else { style }
         }
         Part::Separator => Style::new().fg(Color::DarkGray),
+        Part::Arrow => Style::new().fg(Color::LightMagenta).bold(),
         Part::Text => text_style(entry),
     }
 }
@@ -462,6 +467,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("mouse wheel", "scroll the messages"),
     ("F2, Ctrl+R, /nick NAME", "rename dialog (Esc closes)"),
     ("/who", "refresh the user list now"),
+    ("/msg NAME TEXT", "direct message (Tab completes NAME)"),
+    ("/r TEXT", "reply to the last direct message"),
     ("//text", "send a line starting with /"),
     ("F1, /help", "this help (any key closes)"),
     ("Ctrl+C, /quit", "quit"),

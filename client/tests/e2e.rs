@@ -703,3 +703,35 @@ fn a_connection_dropped_during_a_burst_resumes_without_missing_or_repeating_a_li
         jay.screen_text()
     );
 }
+
+#[test]
+fn slash_msg_and_slash_r_exchange_direct_messages() {
+    let server = Server::start();
+    let mut lea = Tui::start("lea", server.addr, "lea");
+    let mut max = Tui::start("max", server.addr, "max");
+    let mut ned = Tui::start("ned", server.addr, "ned");
+    for tui in [&mut lea, &mut max, &mut ned] {
+        tui.wait_for("all online", |t| sidebar_lists(t, &["lea", "max", "ned"]));
+    }
+    // Tab completes the name after /msg.
+    lea.type_keys("/msg ma\t");
+    lea.wait_for_text("> /msg max");
+    lea.type_keys("hello max\r");
+    max.wait_for_text("@ lea ->: hello max");
+    lea.wait_for_text("@ -> max: hello max");
+    max.type_keys("/r hi lea\r");
+    lea.wait_for_text("@ max ->: hi lea");
+    max.wait_for_text("@ -> lea: hi lea");
+    // Nobody else sees them.
+    ned.type_keys("ned was here\r");
+    max.wait_for_text("ned: ned was here");
+    lea.wait_for_text("ned: ned was here");
+    let screen = ned.screen_text();
+    assert!(
+        !screen.contains("hello max") && !screen.contains("hi lea"),
+        "{screen}"
+    );
+    // A name nobody has is refused by the server, and said so.
+    lea.type_keys("/msg ghost boo\r");
+    lea.wait_for_text("error: no user named ghost is online");
+}

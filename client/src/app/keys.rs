@@ -1,7 +1,8 @@
 //! Keys: the input line, history, Tab completion, slash commands and quitting.
 
-use super::{App, Effect, EntryKind, HISTORY_CAP};
 use super::text::fold_case;
+use super::{App, Effect, EntryKind, HISTORY_CAP};
+use chat_protocol::ClientCommand;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Tab completion in progress: repeated Tabs cycle through the matches.
@@ -108,6 +109,8 @@ impl App {
             }
             "help" => self.show_help = true,
             "who" => self.who_due = true,
+            "msg" | "m" => self.submit_dm(arg),
+            "r" | "reply" => self.submit_reply(arg),
             _ => self.info(
                 EntryKind::Error,
                 format!("unknown command /{verb} (F1 lists them; type //{verb} to say it)"),
@@ -118,7 +121,12 @@ impl App {
     pub(super) fn queue_chat(&mut self, text: String) {
         // The server replaces these anyway; doing it here shows the user what will be sent.
         let text = chat_protocol::sanitize_text(&text).into_owned();
-        self.outbox.push_back(text);
+        self.queue(ClientCommand::Chat { text });
+    }
+
+    /// Queues a line to send (paced, and kept while disconnected).
+    pub(super) fn queue(&mut self, command: ClientCommand) {
+        self.outbox.push_back(command);
         if !self.is_connected() {
             self.info(
                 EntryKind::Info,

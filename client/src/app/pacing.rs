@@ -93,8 +93,8 @@ impl App {
             return;
         }
         while !self.outbox.is_empty() && self.pacer.try_take() {
-            if let Some(text) = self.outbox.pop_front() {
-                effects.push(Effect::Send(ClientCommand::Chat { text }));
+            if let Some(command) = self.outbox.pop_front() {
+                effects.push(Effect::Send(command));
             }
         }
     }

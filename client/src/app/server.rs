@@ -50,19 +50,25 @@ impl App {
             NetEvent::Unsent(commands) => {
                 // Lines the connection took but never wrote: first in line for the next one.
                 for command in commands.into_iter().rev() {
-                    if let ClientCommand::Chat { text } = command {
-                        self.outbox.push_front(text);
+                    if matches!(
+                        command,
+                        ClientCommand::Chat { .. } | ClientCommand::Dm { .. }
+                    ) {
+                        self.outbox.push_front(command);
                     }
                 }
             }
-            NetEvent::Unsendable(command) => {
-                if let ClientCommand::Chat { text } = command {
-                    self.info(
-                        EntryKind::Error,
-                        format!("not sent: the plain server would read \"{text}\" as a command"),
-                    );
-                }
-            }
+            NetEvent::Unsendable(command) => match command {
+                ClientCommand::Chat { text } => self.info(
+                    EntryKind::Error,
+                    format!("not sent: the plain server would read \"{text}\" as a command"),
+                ),
+                ClientCommand::Dm { to, .. } => self.info(
+                    EntryKind::Error,
+                    format!("not sent: the plain dialect cannot carry that direct message to {to}"),
+                ),
+                _ => {}
+            },
             NetEvent::Server(event, time) => {
                 self.clock = time;
                 self.on_server(event, time, effects);
@@ -220,7 +226,7 @@ impl App {
             ServerEvent::History { events, more, gap } => {
                 self.on_history(events, more, gap, time);
             }
-            ServerEvent::Dm { .. } => {}
+            ServerEvent::Dm { from, to, text } => self.on_dm(from, to, text, time, effects),
             // Room events were handled above.
             ServerEvent::Chat { .. }
             | ServerEvent::Join { .. }

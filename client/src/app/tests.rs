@@ -1643,3 +1643,126 @@ fn older_pages_stay_within_the_cap_and_the_dropped_newest_come_back_at_the_botto
     assert_eq!(held, expected, "contiguous, nothing twice");
     assert!(app.scrollback.len() <= 120);
 }
+
+// ----- direct messages -----
+
+fn dm(from: (&str, &str), to: (&str, &str), text: &str) -> Msg {
+    server(ServerEvent::Dm {
+        from: user(from.0, from.1),
+        to: user(to.0, to.1),
+        text: text.into(),
+    })
+}
+
+fn dm_to(to: &str, text: &str) -> ClientCommand {
+    ClientCommand::Dm {
+        to: to.into(),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn slash_msg_sends_a_direct_message_and_tab_completes_the_name() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![user(ME, ME), user(BOB, "bobby")],
+    }));
+    type_text(&mut app, "/msg bo");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/msg bobby ");
+    type_text(&mut app, "lunch at one?");
+    assert_eq!(
+        sent(&app.update(key(KeyCode::Enter))),
+        vec![dm_to("bobby", "lunch at one?")]
+    );
+    for bad in ["/msg", "/msg bobby", "/msg bobby   "] {
+        type_text(&mut app, bad);
+        assert!(sent(&app.update(key(KeyCode::Enter))).is_empty(), "{bad}");
+        assert!(
+            texts(&app)
+                .last()
+                .unwrap()
+                .starts_with("usage: /msg NAME TEXT")
+        );
+    }
+}
+
+#[test]
+fn direct_messages_show_apart_from_chat_and_a_received_one_rings() {
+    let mut app = connected();
+    let effects = app.update(dm((BOB, "bob"), (ME, ME), "psst"));
+    assert_eq!(effects, vec![Effect::Bell]);
+    let entry = app.scrollback.iter().last().unwrap().clone();
+    assert_eq!(
+        (entry.kind, entry.name.as_deref(), entry.text.as_str()),
+        (EntryKind::DmReceived, Some("bob"), "psst")
+    );
+    // The server's echo of our own.
+    assert!(
+        app.update(dm((ME, ME), (BOB, "bob"), "hi")).is_empty(),
+        "no bell"
+    );
+    let entry = app.scrollback.iter().last().unwrap().clone();
+    assert_eq!(
+        (entry.kind, entry.name.as_deref(), entry.own),
+        (EntryKind::DmSent, Some("bob"), true)
+    );
+    let mut quiet = App::new(Settings {
+        bell: false,
+        ..Settings::default()
+    });
+    quiet.update(welcome(ME));
+    assert!(quiet.update(dm((BOB, "bob"), (ME, ME), "psst")).is_empty());
+}
+
+#[test]
+fn slash_r_answers_the_last_sender() {
+    let mut app = connected();
+    type_text(&mut app, "/r anyone?");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert!(texts(&app).last().unwrap().contains("nobody has sent you"));
+    app.update(dm((BOB, "bob"), (ME, ME), "one"));
+    app.update(dm(("1.1.1.1:1", "carol"), (ME, ME), "two"));
+    // Our own messages do not change who /r answers.
+    app.update(dm((ME, ME), (BOB, "bob"), "three"));
+    type_text(&mut app, "/r hello carol");
+    assert_eq!(
+        sent(&app.update(key(KeyCode::Enter))),
+        vec![dm_to("carol", "hello carol")]
+    );
+}
+
+#[test]
+fn no_such_user_is_shown() {
+    let mut app = connected();
+    type_text(&mut app, "/msg ghost boo");
+    app.update(key(KeyCode::Enter));
+    app.update(server(ServerEvent::error(
+        ErrorCode::NoSuchUser,
+        "no user named ghost is online",
+    )));
+    let last = app.scrollback.iter().last().unwrap();
+    assert_eq!(
+        (last.kind, last.text.as_str()),
+        (EntryKind::Error, "error: no user named ghost is online")
+    );
+}
+
+#[test]
+fn direct_messages_typed_while_disconnected_wait_like_lines() {
+    let mut app = connected();
+    lose_connection(&mut app);
+    type_text(&mut app, "/msg bob later");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    app.update(Msg::Net(NetEvent::Unsent(vec![dm_to("amy", "in flight")])));
+    assert_eq!(app.outbox.len(), 2);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome(ME));
+    assert_eq!(
+        sent(&effects)
+            .into_iter()
+            .filter(|c| matches!(c, ClientCommand::Dm { .. }))
+            .collect::<Vec<_>>(),
+        vec![dm_to("amy", "in flight"), dm_to("bob", "later")]
+    );
+}

@@ -4,8 +4,8 @@
 //! A `users` answer replaces the whole list in O(n log n); nothing here is quadratic in the
 //! room's size, so a room of 10,000 where everyone joins still applies in milliseconds.
 
-use chat_protocol::UserInfo;
 use super::text::fold_case;
+use chat_protocol::UserInfo;
 use std::collections::{BTreeMap, HashMap};
 
 /// Online users, in sidebar order, found by address.

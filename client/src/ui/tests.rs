@@ -377,3 +377,40 @@ fn the_status_bar_says_when_the_client_falls_behind() {
     let screen = screen_text(&render(&app, 100, 12));
     assert!(!screen.contains("behind"), "{screen}");
 }
+
+#[test]
+fn direct_messages_are_styled_apart_from_chat() {
+    let mut app = busy_app(80, 12);
+    server(
+        &mut app,
+        ServerEvent::Dm {
+            from: user(BOB, "robert"),
+            to: user(ME, "alice"),
+            text: "psst, lunch?".into(),
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Dm {
+            from: user(ME, "alice"),
+            to: user(BOB, "robert"),
+            text: "yes!".into(),
+        },
+    );
+    let terminal = render(&app, 80, 12);
+    insta::assert_snapshot!(terminal.backend());
+    let screen = screen_text(&terminal);
+    assert!(screen.contains("@ robert ->: psst, lunch?"), "{screen}");
+    assert!(screen.contains("@ -> robert: yes!"), "{screen}");
+    let buffer = terminal.backend().buffer();
+    let row = (0..12)
+        .find(|&y| {
+            (0..80)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .contains("psst")
+        })
+        .unwrap();
+    assert_eq!(buffer[(6, row)].bg, Color::LightMagenta, "the @ marker");
+    assert_eq!(buffer[(20, row)].fg, Color::LightMagenta, "the text");
+}
