@@ -7,9 +7,10 @@
 //!
 //! One concern per submodule, each adding methods to [`App`]: `keys` (the input line,
 //! history, completion, commands, quitting), `paste`, `rename` (the dialog and taking the
-//! name back after a reconnect), `scroll`, `pacing` (the send token bucket), `keepalive`
-//! (the clock: user list and retries), `server` (what the connection reports), `users`
-//! (the sorted sidebar list) and `text` (mentions, cutting long text).
+//! name back after a reconnect), `dm` (direct messages), `scroll`, `history` (the room's
+//! history: on connect, after a reconnect, scrolling up), `pacing` (the send token bucket),
+//! `keepalive` (the clock: ping, `who`, retries), `server` (what the connection reports),
+//! `users` (the sorted sidebar list) and `text` (mentions, cutting long text).
 
 mod dm;
 mod history;
