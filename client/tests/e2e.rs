@@ -3,6 +3,9 @@
 //!
 //! Every wait is bounded, and a screen is only asserted on once two consecutive frames are
 //! identical (no output for a short quiet period after the condition first held).
+//!
+//! Unix only: the checks read the terminal's modes with `tcgetattr` and send signals.
+#![cfg(unix)]
 
 use portable_pty::{Child, CommandBuilder, MasterPty, PtySize, native_pty_system};
 use std::io::{Read, Write};
