@@ -9,6 +9,9 @@
 #     directory, deleted after the run; chat-mem: --history-db :memory:; chat-1t:
 #     --threads 1; chat-json: the JSON protocol)
 #   CHAT_SERVER_ARGS="--history-sync full" bench/run-all.sh
+#   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base redis" bench/run-all.sh
+#     (chat-base: another build of chat-server, e.g. one from before the room log, run with
+#     the same flags but no --history-db; the caller builds it, see docs/BENCHMARKS.md)
 #
 # The rows resume, resume-after-leaves, idle-ping and idle-who run against chat-server
 # only (redis and the Go original have no history and no JSON mode); other targets get
@@ -28,6 +31,7 @@ REPS="${REPS:-3}"
 TARGETS="${TARGETS:-chat go redis}"
 ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn resume resume-after-leaves idle-ping idle-who}"
 CHAT_SERVER_ARGS="${CHAT_SERVER_ARGS:-}"
+CHAT_BASE_SERVER="${CHAT_BASE_SERVER:-}"
 out="${OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
@@ -50,6 +54,10 @@ bench="$target_dir/release/chat-bench"
 chat_server="$target_dir/release/chat-server"
 go_server=""
 [[ " $TARGETS " == *" go "* ]] && go_server=$(bench/scripts/build-go-server.sh)
+if [[ " $TARGETS " == *" chat-base "* && ! -x "$CHAT_BASE_SERVER" ]]; then
+    echo "chat-base needs CHAT_BASE_SERVER=/path/to/chat-server" >&2
+    exit 1
+fi
 
 # 5,000 connections need more than the usual 1,024 descriptors, in the servers too.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -59,6 +67,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel $(uname -r)"
     echo "- $(rustc --version)"
     [[ -n "$go_server" ]] && echo "- $(go version)"
+    [[ " $TARGETS " == *" chat-base "* ]] && echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
     command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
     echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m (30s for idle-*) --history-db $out/history-RUN.sqlite3 (chat-mem: :memory:) $CHAT_SERVER_ARGS"
     echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol bench || echo ' (with uncommitted changes)')"
@@ -106,8 +115,9 @@ stop_server() {
 }
 trap 'stop_server; remove_history_db' EXIT
 
-is_chat() {
-    [[ "$1" == chat || "$1" == chat-* ]]
+# Our server with its room log (chat-base may predate it).
+has_log() {
+    [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ]]
 }
 
 chat_only() {
@@ -149,6 +159,11 @@ start_server() {
             history_db=""
             # shellcheck disable=SC2086
             "$chat_server" "${chat_args[@]}" --history-db :memory: $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
+        chat-base)
+            history_db=""
+            # shellcheck disable=SC2086
+            "$CHAT_BASE_SERVER" "${chat_args[@]}" $CHAT_SERVER_ARGS 2>"$2" &
             ;;
         go)
             history_db=""
@@ -195,15 +210,15 @@ for row in $ROWS; do
     for rep in $(seq "$REPS"); do
         # Targets interleaved within a repeat, so a noisy minute hits all of them.
         for target in $TARGETS; do
-            if chat_only "$row" && ! is_chat "$target"; then
-                echo "$row rep $rep $target: skipped ($target has no history and no JSON mode)" >&2
+            if chat_only "$row" && ! has_log "$target"; then
+                echo "$row rep $rep $target: skipped ($target has no room log or no JSON keepalive)" >&2
                 continue
             fi
             log="$out/$row.$target.$rep.log"
             start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
-                chat-1t | chat-mem) bench_target=(--target chat) ;;
+                chat-1t | chat-mem | chat-base) bench_target=(--target chat) ;;
                 *) bench_target=(--target "$target") ;;
             esac
             # shellcheck disable=SC2046

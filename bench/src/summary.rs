@@ -338,7 +338,9 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
             cells.insert(target, cell);
         }
         let _ = write!(out, "| {} |", row.label);
-        let not_applicable = |target: &str| row.chat_only && !target.starts_with("chat");
+        // chat-base is another build of our server, possibly from before the room log.
+        let not_applicable =
+            |target: &str| row.chat_only && (!target.starts_with("chat") || target == "chat-base");
         for target in targets {
             if not_applicable(target) {
                 out.push_str(" n/a |");
