@@ -13,10 +13,10 @@
 #     (chat-base: another build of chat-server, e.g. one from before the room log, run with
 #     the same flags but no --history-db; the caller builds it, see docs/BENCHMARKS.md)
 #
-# The rows resume, resume-after-leaves, idle-ping and idle-who run against chat-server
-# only (redis and the Go original have no history and no JSON mode); other targets get
-# "n/a" in the table. The idle rows run the server with its default --idle-timeout 30s, so
-# the clients' keepalive period is the real one.
+# The rows resume, resume-gated, resume-after-leaves, idle-ping and idle-who run against
+# chat-server only (redis and the Go original have no history and no JSON mode); other
+# targets get "n/a" in the table. The idle rows run the server with its default
+# --idle-timeout 30s, so the clients' keepalive period is the real one.
 #
 # Every run gets a fresh server on a free 127.0.0.1 port (RSS figures start clean, and the
 # Go original may crash on disconnects), is bounded by chat-bench --timeout and by an
@@ -29,7 +29,7 @@ cd "$root"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 REPS="${REPS:-3}"
 TARGETS="${TARGETS:-chat go redis}"
-ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn resume resume-after-leaves idle-ping idle-who}"
+ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn resume resume-gated resume-after-leaves idle-ping idle-who}"
 CHAT_SERVER_ARGS="${CHAT_SERVER_ARGS:-}"
 CHAT_BASE_SERVER="${CHAT_BASE_SERVER:-}"
 out="${OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}"
@@ -122,7 +122,7 @@ has_log() {
 
 chat_only() {
     case "$1" in
-        resume | resume-after-leaves | idle-ping | idle-who) return 0 ;;
+        resume | resume-gated | resume-after-leaves | idle-ping | idle-who) return 0 ;;
         *) return 1 ;;
     esac
 }
@@ -189,6 +189,7 @@ args_of() {
         slow-consumer) echo "--timeout 20s slow-consumer -c 10 -k 5 -m 40000 -w 32" ;;
         churn) echo "--timeout 20s churn -c 10 -p 4 --duration 2s" ;;
         resume) echo "--timeout 60s resume -c 1000 --gap 100" ;;
+        resume-gated) echo "--timeout 60s resume -c 1000 --gap 100 --reconnect-concurrency 64" ;;
         resume-after-leaves) echo "--timeout 60s resume -c 1000 --gap 100 --from after-leaves" ;;
         idle-ping) echo "--timeout 100s idle-room -c 2000 --keepalive ping --duration 30s" ;;
         idle-who) echo "--timeout 100s idle-room -c 2000 --keepalive who --duration 30s" ;;

@@ -116,6 +116,9 @@ enum Scenario {
         /// leaves too), or after the last of those leaves (`after-leaves`).
         #[arg(long, value_enum, default_value_t = ResumeFrom::Seen)]
         from: ResumeFrom,
+        /// Connects opened at once when they come back (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        reconnect_concurrency: usize,
     },
     /// N idle JSON clients keep alive with `ping` (or the old chat-tui's `who`) for a
     /// window: server CPU and bytes sent (chat-server only).
@@ -220,12 +223,14 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Report> {
             gap,
             limit,
             from,
+            reconnect_concurrency,
         } => {
             let plan = ResumePlan {
                 clients,
                 gap,
                 limit,
                 from,
+                reconnect_concurrency,
             };
             chat_bench::resume::resume(env, &plan).await
         }

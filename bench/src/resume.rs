@@ -9,7 +9,7 @@
 //! 4. Measured: all C reconnect at once. Each reads its `welcome` (with the newest seq then),
 //!    sends `{"type":"history","after":LAST,"limit":L}` and asks again after the last seq of
 //!    each page until `more` is false. The window runs from the first connect to the last
-//!    client's last page.
+//!    client's last page. `--reconnect-concurrency N` lets only N connect at a time instead.
 //!
 //! LAST is either what each client saw (`--from seen`, the realistic client: its gap also
 //! holds the C leaves, and the joins of clients that reconnected before it asked), or the
@@ -62,6 +62,8 @@ pub struct ResumePlan {
     /// `limit` of each history request (the server caps it at 500).
     pub limit: u32,
     pub from: ResumeFrom,
+    /// Connects opened at once when they come back (0: all at once).
+    pub reconnect_concurrency: usize,
 }
 
 /// The gap's payloads come from sender id 0.
@@ -180,9 +182,15 @@ async fn resume_client(
     last: u64,
     plan: ResumePlan,
     base: Instant,
+    gate: Option<std::sync::Arc<Semaphore>>,
     progress: mpsc::UnboundedSender<Progress>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Resumed> {
+    let permit = match gate {
+        Some(gate) => Some(gate.acquire_owned().await?),
+        None => None,
+    };
+    // A gated client's time starts when its turn comes.
     let started = Instant::now();
     let Joined {
         mut reader,
@@ -190,6 +198,7 @@ async fn resume_client(
         join_line,
         mut outgoing,
     } = connect_and_join(Target::ChatJson, addr, ConnectOptions::default()).await?;
+    drop(permit);
     let welcome_seq = json_seq(&join_line).context("the welcome has no seq")?;
     let writer: &mut OwnedWriteHalf = &mut outgoing.writer;
     writer.write_all(&history_request(last, plan.limit)).await?;
@@ -294,6 +303,7 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
             "gap": plan.gap,
             "limit": plan.limit,
             "from": plan.from.name(),
+            "reconnect_concurrency": plan.reconnect_concurrency,
         }),
         ..Report::default()
     };
@@ -411,7 +421,10 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
         ResumeFrom::AfterLeaves => vec![after_leaves; plan.clients],
     };
 
-    // Phase 3, measured: all reconnect at once.
+    // Phase 3, measured: all reconnect at once (or through the gate).
+    let reconnect_gate = (plan.reconnect_concurrency > 0)
+        .then(|| std::sync::Arc::new(Semaphore::new(plan.reconnect_concurrency)));
+    let overflows_before = procfs::listen_overflows();
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
     let (peak, sampler) = sample_peak_rss(env.server_pid);
@@ -421,9 +434,10 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
     let mut resuming = JoinSet::new();
     for &last in &resume_after {
         let (plan, progress_tx, cancel) = (plan.clone(), progress_tx.clone(), cancel.clone());
+        let gate = reconnect_gate.clone();
         resuming.spawn(async move {
             let resumed =
-                resume_client(addr, last, plan, base, progress_tx.clone(), cancel.clone()).await;
+                resume_client(addr, last, plan, base, gate, progress_tx.clone(), cancel).await;
             if let Err(e) = &resumed {
                 let _ = progress_tx.send(Progress::Failed(format!("{e:#}")));
             }
@@ -445,6 +459,7 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
     }
     let end_usage = env.server_usage();
     let bench_end = procfs::usage_of_self();
+    let overflows_after = procfs::listen_overflows();
     if let Some(sampler) = sampler {
         sampler.abort();
     }
@@ -467,6 +482,11 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
         gap_first_seq: gap_seqs.iter().copied().min().unwrap_or(0),
         gap_last_seq: gap_seqs.iter().copied().max().unwrap_or(0),
         clients_complete: complete,
+        reconnect_concurrency: plan.reconnect_concurrency,
+        listen_overflows: match (overflows_before, overflows_after) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        },
         ..ResumeStats::default()
     };
     let mut took = new_histogram();
@@ -522,6 +542,12 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
          the last client's last page"
             .into(),
     );
+    if let Some(overflows) = stats.listen_overflows.filter(|&n| n > 0) {
+        report.notes.push(format!(
+            "{overflows} connects overflowed an accept queue and waited for a SYN retransmit \
+             (1 s or more): see the server's listen backlog (ss -lnt, Send-Q)"
+        ));
+    }
     report.completed = complete == plan.clients
         && report.lost == 0
         && report.duplicated == 0

@@ -220,6 +220,11 @@ pub struct ResumeStats {
     /// Gap payloads that reached a reconnected client live (they should come from history).
     pub gap_events_live: u64,
     pub server_cpu_ms_per_client: Option<f64>,
+    /// Connects opened at once in the measured phase (0: all at once).
+    pub reconnect_concurrency: usize,
+    /// Accept-queue overflows during the measured phase (system-wide `ListenOverflows`):
+    /// each one is a client whose connect waits for a SYN retransmit, 1 s or more.
+    pub listen_overflows: Option<u64>,
 }
 
 /// idle-room: what happened during the measured window.
@@ -348,7 +353,8 @@ impl Report {
                 out,
                 "  resume from {} (after seq {}..{}; gap seqs {}..{}): {} of {} clients complete in {:.3} s; \
                  {} events in {} pages, {} bytes; seq holes {} repeats {}, short of welcome {}, \
-                 gap flags {}, gap events live {}; server {:.3} ms CPU per client",
+                 gap flags {}, gap events live {}; server {:.3} ms CPU per client; \
+                 accept-queue overflows {}",
                 r.from,
                 r.resume_after_min,
                 r.resume_after_max,
@@ -365,7 +371,9 @@ impl Report {
                 r.short_of_welcome,
                 r.gap_flags,
                 r.gap_events_live,
-                r.server_cpu_ms_per_client.unwrap_or(f64::NAN)
+                r.server_cpu_ms_per_client.unwrap_or(f64::NAN),
+                r.listen_overflows
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string())
             );
         }
         if let Some(i) = &self.idle {

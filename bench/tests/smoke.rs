@@ -116,6 +116,8 @@ async fn resumed_clients_get_their_whole_gap_once() {
             gap: 30,
             limit: 7,
             from,
+            // One run of each mode gated, as chat-tui's backoff would spread them.
+            reconnect_concurrency: if from == ResumeFrom::Seen { 0 } else { 4 },
         };
         let report =
             with_server(|addr| async move { resume(&env(addr, Target::Chat), &plan).await }).await;
@@ -150,6 +152,7 @@ async fn resume_skips_targets_without_history() {
         gap: 1,
         limit: 1,
         from: ResumeFrom::Seen,
+        reconnect_concurrency: 0,
     };
     let report = resume(&env, &plan).await.expect("a skip is not an error");
     assert!(report.skipped.is_some());
