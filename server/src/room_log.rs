@@ -339,7 +339,13 @@ fn write_loop(
         group.extend(receiver.try_iter().take(MAX_GROUP));
         if let Some(last) = group.last() {
             newest = last.seq;
+            let started = Instant::now();
             commit_until_it_works(&mut connection, &group);
+            let metrics = crate::telemetry::counters();
+            metrics
+                .history_commit_seconds
+                .record(started.elapsed().as_secs_f64());
+            metrics.history_events.increment(group.len() as u64);
             group.clear();
             on_commit(newest);
         }
