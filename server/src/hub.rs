@@ -21,7 +21,7 @@
 
 use crate::outbox::{Mode, Outbox, Rendered};
 use crate::room_log::{Entry, RoomLog, format_ts, now_ms};
-use chat_protocol::names::{name_key, validate_name};
+use chat_protocol::names::{name_keys, validate_name};
 use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, Stamp, UserInfo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,8 +92,9 @@ struct State {
     /// Members in join order (`who` lists the present ones in that order), including those
     /// that left but still have lines on the way.
     members: BTreeMap<MemberId, Member>,
-    /// Present members by [`name_key`] of their chosen name, for uniqueness and direct
-    /// messages. A chosen name cannot contain `:`, so it never collides with an address.
+    /// Present members by every key of their chosen name ([`name_keys`]: same and
+    /// look-alike names share one), for uniqueness and direct messages. A chosen name cannot
+    /// contain `:`, so it never collides with an address.
     names: HashMap<String, MemberId>,
     /// Present members still under their default name (their address), for direct messages.
     default_names: HashMap<Arc<str>, MemberId>,
@@ -210,8 +211,8 @@ impl Hub {
         let recipient = state
             .default_names
             .get(to)
-            .or_else(|| state.names.get(&name_key(to)))
-            .copied();
+            .copied()
+            .or_else(|| state.holder(to));
         let Some(recipient) = recipient else {
             let error = ServerEvent::error(
                 ErrorCode::NoSuchUser,
@@ -272,8 +273,7 @@ impl Hub {
             self.send_to(&mut state, id, Rendered::new(error), Then::Nothing);
             return;
         }
-        let key = name_key(new_name);
-        if state.names.get(&key).is_some_and(|&owner| owner != id) {
+        if state.holder(new_name).is_some_and(|owner| owner != id) {
             let error = ServerEvent::error(
                 ErrorCode::NameTaken,
                 format!("rename refused: the name {new_name} is already taken"),
@@ -284,7 +284,9 @@ impl Hub {
         let addr = member.addr.clone();
         let old = member.name.clone();
         state.forget_name(id);
-        state.names.insert(key, id);
+        for key in name_keys(new_name) {
+            state.names.insert(key, id);
+        }
         if let Some(member) = state.members.get_mut(&id) {
             member.name = new_name.to_string();
         }
@@ -455,13 +457,7 @@ impl Hub {
         member.outbox.kill();
         if member.present {
             self.membership_changes.fetch_add(1, Ordering::Relaxed);
-            if state.default_names.get(&member.addr) == Some(&id) {
-                state.default_names.remove(&member.addr);
-            }
-            let key = name_key(&member.name);
-            if state.names.get(&key) == Some(&id) {
-                state.names.remove(&key);
-            }
+            state.forget(id, &member.addr, &member.name);
             let (addr, name) = (member.addr.to_string(), member.name);
             self.record(state, None, None, None, |stamp| ServerEvent::Leave {
                 addr,
@@ -482,17 +478,30 @@ impl State {
             .collect()
     }
 
+    /// The present member holding `name` or a look-alike of it.
+    fn holder(&self, name: &str) -> Option<MemberId> {
+        name_keys(name)
+            .iter()
+            .find_map(|key| self.names.get(key).copied())
+    }
+
     /// Frees whatever name `id` holds.
     fn forget_name(&mut self, id: MemberId) {
-        let Some(member) = self.members.get(&id) else {
-            return;
-        };
-        if self.default_names.get(&member.addr) == Some(&id) {
-            self.default_names.remove(&member.addr);
+        if let Some(member) = self.members.get(&id) {
+            let (addr, name) = (member.addr.clone(), member.name.clone());
+            self.forget(id, &addr, &name);
         }
-        let key = name_key(&member.name);
-        if self.names.get(&key) == Some(&id) {
-            self.names.remove(&key);
+    }
+
+    /// Frees `name` (and the address `addr` as a default name) if `id` holds it.
+    fn forget(&mut self, id: MemberId, addr: &Arc<str>, name: &str) {
+        if self.default_names.get(addr) == Some(&id) {
+            self.default_names.remove(addr);
+        }
+        for key in name_keys(name) {
+            if self.names.get(&key) == Some(&id) {
+                self.names.remove(&key);
+            }
         }
     }
 

@@ -126,12 +126,7 @@ impl Server {
     pub fn open(config: Config) -> anyhow::Result<Server> {
         let opened = RoomLog::open(&config.history)?;
         let hub = Hub::new(opened.last_seq, config.idle_timeout);
-        let weak = Arc::downgrade(&hub);
-        let log = opened.start(move |committed| {
-            if let Some(hub) = weak.upgrade() {
-                hub.deliver_committed(committed);
-            }
-        })?;
+        let log = opened.start()?;
         hub.attach_log(log.clone());
         Ok(Server {
             hub,
@@ -178,13 +173,24 @@ impl Server {
                 shutdown.clone(),
             ))
         });
-        serve(listener, tls, hub, config, shutdown).await;
+        // Delivers what the log has committed, on the runtime, until every session is over.
+        let deliveries = CancellationToken::new();
+        let delivery = tokio::spawn(deliver_commits(
+            hub.clone(),
+            log.clone(),
+            deliveries.clone(),
+        ));
+        serve(listener, tls, hub.clone(), config, shutdown).await;
+        deliveries.cancel();
+        delivery.await?;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
         // Every session has ended and its last lines are delivered; commit what is left and
         // release the database file, so a new server can open it as soon as this returns.
-        tokio::task::spawn_blocking(move || log.close()).await?;
+        let closing = log.clone();
+        tokio::task::spawn_blocking(move || closing.close()).await?;
+        hub.deliver_committed(log.committed_now());
         Ok(())
     }
 }
@@ -197,6 +203,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     Server::open(config)?.run(listener, shutdown).await
+}
+
+/// After each commit, has the hub deliver what is now in the log.
+async fn deliver_commits(hub: Arc<Hub>, log: Arc<RoomLog>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            committed = log.committed() => hub.deliver_committed(committed),
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// What every connection's task needs, shared.

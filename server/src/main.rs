@@ -157,6 +157,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             retention: args.history_retention,
             max_events: args.history_max_events,
             sync_full: args.history_sync == "full",
+            ..HistoryConfig::default()
         },
         password,
         ..Config::default()

@@ -2,10 +2,12 @@
 //! durable on embedded SQLite, and the history queries answered from it.
 //!
 //! **Write-ahead, in groups.** The hub gives each event its `seq` and hands it here; one
-//! writer thread commits whatever has queued up in one transaction, then tells the hub, which
-//! only then delivers those events. So no user ever receives a line that is not in the log,
-//! and a burst of lines costs one commit, not one per line. The thread is a plain OS thread,
-//! not a tokio task: a commit blocks, and it runs on the second core beside the runtime.
+//! writer thread commits whatever has queued up in one transaction, then wakes the delivery
+//! task ([`RoomLog::committed`]), which only then has the hub deliver those events. So no
+//! user ever receives a line that is not in the log, and a burst of lines costs one commit,
+//! not one per line. The writer is a plain OS thread, not a tokio task: a commit blocks, and
+//! it runs on the second core beside the runtime. Delivery stays on the runtime: one wake
+//! per commit, instead of one cross-thread wake per connection the lines go to.
 //!
 //! **Durability.** WAL mode. With `synchronous=NORMAL` (the default) a commit is written to
 //! the WAL file but not fsynced: it survives the server being killed (`kill -9`, a crash), and
@@ -21,6 +23,7 @@
 
 use crate::outbox::{Mode, Rendered};
 use anyhow::{Context, bail};
+use chat_protocol::ServerEvent;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +60,8 @@ pub struct HistoryConfig {
     pub max_events: u64,
     /// fsync every commit (`synchronous=FULL`) instead of only writing it to the WAL.
     pub sync_full: bool,
+    /// How often retention runs (10 s; tests shorten it).
+    pub sweep_every: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -66,6 +71,7 @@ impl Default for HistoryConfig {
             retention: Duration::from_secs(30 * 86_400),
             max_events: 1_000_000,
             sync_full: false,
+            sweep_every: SWEEP_EVERY,
         }
     }
 }
@@ -93,8 +99,8 @@ pub enum Query {
     Plain { limit: u32 },
 }
 
-/// Sweeps for expired events at least this often.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Sweeps for expired events at least this often, by default.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Rows deleted per retention transaction, so a sweep never holds the writer for long.
 const SWEEP_CHUNK: i64 = 2_000;
 /// Events committed in one transaction at most.
@@ -105,6 +111,9 @@ const READERS: usize = 2;
 /// The open log: where the hub appends and where history is read.
 pub struct RoomLog {
     appends: Mutex<Option<Sender<Entry>>>,
+    /// Newest seq committed; the writer raises it and then wakes `commits`.
+    committed: AtomicU64,
+    commits: tokio::sync::Notify,
     /// Reader connections, handed out one per query.
     readers: Mutex<Vec<Connection>>,
     permits: tokio::sync::Semaphore,
@@ -124,8 +133,7 @@ impl std::fmt::Debug for RoomLog {
     }
 }
 
-/// The log as opened, before its writer runs: [`Opened::start`] hands it the callback that
-/// delivers committed events.
+/// The log as opened, before its writer runs ([`Opened::start`]).
 pub struct Opened {
     writer: Connection,
     log: RoomLog,
@@ -201,6 +209,8 @@ impl RoomLog {
             last_seq,
             log: RoomLog {
                 appends: Mutex::new(Some(appends)),
+                committed: AtomicU64::new(last_seq),
+                commits: tokio::sync::Notify::new(),
                 readers: Mutex::new(readers),
                 permits: tokio::sync::Semaphore::new(READERS),
                 delivered: AtomicU64::new(last_seq),
@@ -217,6 +227,18 @@ impl RoomLog {
             // Fails only once the writer is gone, at the very end of shutdown.
             let _ = appends.send(entry);
         }
+    }
+
+    /// Waits for the next commit and returns the newest seq committed. Commits that happen
+    /// while nobody waits are not lost: the next wait returns at once with the newest.
+    pub async fn committed(&self) -> u64 {
+        self.commits.notified().await;
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The newest seq committed so far.
+    pub fn committed_now(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
     }
 
     /// Records that every event up to `seq` has been delivered.
@@ -260,9 +282,8 @@ impl RoomLog {
 }
 
 impl Opened {
-    /// Starts the writer thread. `on_commit(seq)` is called after every commit, with the
-    /// newest seq now durable.
-    pub fn start(self, on_commit: impl Fn(u64) + Send + 'static) -> anyhow::Result<Arc<RoomLog>> {
+    /// Starts the writer thread.
+    pub fn start(self) -> anyhow::Result<Arc<RoomLog>> {
         let Opened {
             writer,
             log,
@@ -271,6 +292,11 @@ impl Opened {
             ..
         } = self;
         let log = Arc::new(log);
+        let shared = log.clone();
+        let on_commit = move |seq| {
+            shared.committed.fetch_max(seq, Ordering::Release);
+            shared.commits.notify_one();
+        };
         let handle = std::thread::Builder::new()
             .name("room-log".into())
             .spawn(move || write_loop(writer, receiver, &config, on_commit))
@@ -294,21 +320,23 @@ fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Re
     // and keeps the server's memory flat however long the log grows.
     connection.pragma_update(None, "cache_size", -1024)?;
     connection.busy_timeout(Duration::from_secs(5))?;
+    // One row per event, keyed by seq: the JSON line as users received it, its time (for
+    // retention) and whether nc users saw it (renames they never did). No other index: an
+    // insert stays one B-tree append, and retention finds its cut by seq (see `sweep`).
     connection.execute_batch(
         "CREATE TABLE IF NOT EXISTS events (
             seq INTEGER PRIMARY KEY,
             ts_ms INTEGER NOT NULL,
-            json TEXT NOT NULL,
-            plain TEXT
+            nc INTEGER NOT NULL,
+            json TEXT NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_ms);
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
     )?;
     Ok(())
 }
 
-/// The newest seq ever given out: kept in `meta` as well, so that retention deleting every
-/// event can never make a seq be used twice.
+/// The newest seq ever given out: the newest event's, or the one retention remembered
+/// before it deleted everything.
 fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
     let stored: Option<i64> = connection
         .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |row| {
@@ -327,10 +355,11 @@ fn write_loop(
     on_commit: impl Fn(u64),
 ) {
     let mut group: Vec<Entry> = Vec::new();
-    let mut last_sweep = Instant::now() - SWEEP_EVERY;
+    let every = config.sweep_every;
+    let mut last_sweep = Instant::now();
     let mut newest = 0u64;
     loop {
-        let wait = SWEEP_EVERY.saturating_sub(last_sweep.elapsed());
+        let wait = every.saturating_sub(last_sweep.elapsed());
         match receiver.recv_timeout(wait) {
             Ok(entry) => group.push(entry),
             Err(RecvTimeoutError::Timeout) => {}
@@ -349,7 +378,7 @@ fn write_loop(
             group.clear();
             on_commit(newest);
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
+        if last_sweep.elapsed() >= every {
             last_sweep = Instant::now();
             if let Err(e) = sweep(&mut connection, config, newest) {
                 tracing::error!(error = %e, "history retention sweep failed");
@@ -379,33 +408,33 @@ fn commit_until_it_works(connection: &mut Connection, group: &[Entry]) {
 fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> {
     let tx = connection.transaction()?;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (seq, ts_ms, json, plain) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut insert =
+            tx.prepare_cached("INSERT INTO events (seq, ts_ms, nc, json) VALUES (?1, ?2, ?3, ?4)")?;
         for entry in group {
             let json = entry.line.bytes(Mode::Json).unwrap_or_default();
             let json = std::str::from_utf8(json).unwrap_or_default().trim_end();
-            let plain = entry
-                .line
-                .bytes(Mode::Plain)
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .map(str::trim_end);
-            insert.execute(params![entry.seq as i64, entry.ts_ms, json, plain])?;
+            let nc = !matches!(entry.line.event(), Some(ServerEvent::Rename { .. }));
+            insert.execute(params![entry.seq as i64, entry.ts_ms, nc, json])?;
         }
     }
-    if let Some(last) = group.last() {
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![last.seq as i64],
-        )?;
-    }
     tx.commit()
+}
+
+/// Records the newest seq in `meta`, so that deleting every event cannot make a seq be
+/// used twice. Only retention deletes, so only retention needs it: commits stay one page.
+fn remember_last_seq(connection: &Connection, seq: u64) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES ('last_seq', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![seq as i64],
+    )?;
+    Ok(())
 }
 
 /// Deletes what retention no longer keeps, a chunk per transaction.
 fn sweep(connection: &mut Connection, config: &HistoryConfig, newest: u64) -> rusqlite::Result<()> {
     let newest = newest.max(last_seq(connection)?);
+    remember_last_seq(connection, newest)?;
     if config.max_events != 0 && newest > config.max_events {
         let keep_from = (newest - config.max_events + 1) as i64;
         delete_chunks(
@@ -416,13 +445,44 @@ fn sweep(connection: &mut Connection, config: &HistoryConfig, newest: u64) -> ru
     }
     if !config.retention.is_zero() {
         let cutoff = now_ms() - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX);
-        delete_chunks(
-            connection,
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
-            cutoff,
-        )?;
+        if let Some(keep_from) = first_seq_at_or_after(connection, cutoff)? {
+            delete_chunks(
+                connection,
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
+                keep_from,
+            )?;
+        }
     }
     Ok(())
+}
+
+/// The first seq whose time is at or after `cutoff_ms` (one past the newest if none is), by
+/// binary search over seq: times grow with seqs (both are taken under the hub's lock), so
+/// this costs a few primary-key lookups and needs no index on time. `None` for an empty log.
+fn first_seq_at_or_after(connection: &Connection, cutoff_ms: i64) -> rusqlite::Result<Option<i64>> {
+    let (low, high): (Option<i64>, Option<i64>) =
+        connection.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (Some(mut low), Some(high)) = (low, high) else {
+        return Ok(None);
+    };
+    let mut at = connection
+        .prepare_cached("SELECT seq, ts_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    // Every seq below `low` is older than the cutoff; the answer is in `low..=high`, where
+    // `high` one past the newest means "all of them".
+    let mut high = high + 1;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let (seq, ts_ms): (i64, i64) =
+            at.query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if ts_ms < cutoff_ms {
+            low = seq + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(Some(low))
 }
 
 fn delete_chunks(connection: &mut Connection, sql: &str, bound: i64) -> rusqlite::Result<()> {
@@ -463,17 +523,23 @@ fn run_query(connection: &Connection, query: Query, bound: u64) -> rusqlite::Res
     let bound = bound as i64;
     if let Query::Plain { limit } = query {
         let mut statement = connection.prepare_cached(
-            "SELECT ts_ms, plain FROM events WHERE plain IS NOT NULL AND seq <= ?1 ORDER BY seq DESC LIMIT ?2",
+            "SELECT ts_ms, json FROM events WHERE nc AND seq <= ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let rows: Vec<(i64, String)> = statement
             .query_map(params![bound, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
         let mut text = String::from("history:\n");
-        for (ts_ms, plain) in rows.iter().rev() {
+        for (ts_ms, json) in rows.iter().rev() {
+            // The line as it was broadcast: the stored event rendered the same way again.
+            let Some(plain) = ServerEvent::parse_json(json)
+                .ok()
+                .and_then(|e| e.to_plain())
+            else {
+                continue;
+            };
             text.push_str(&format_ts_seconds(*ts_ms));
             text.push(' ');
-            text.push_str(plain);
-            text.push('\n');
+            text.push_str(&plain);
         }
         return Ok(Answer {
             line: Rendered::preformatted(Some(text), None),

@@ -280,6 +280,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
         self.lines.event().await
     }
 
+    /// Reads lines until one starts with `prefix`, returning it.
+    pub async fn skip_until_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
     pub async fn expect_closed(&mut self) -> Vec<String> {
         self.lines.expect_closed().await
     }
@@ -508,6 +518,12 @@ impl ServerProcess {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Resident memory of the server process, in KiB.

@@ -96,6 +96,40 @@ async fn names_are_unique_ignoring_case() {
 }
 
 #[tokio::test]
+async fn names_that_look_alike_cannot_both_be_taken() {
+    let server = TestServer::start().await;
+    let mut bob = server.join().await;
+    let mut mallory = server.join().await;
+    bob.send("rename|Bob").await;
+    bob.skip_until("rename ok").await;
+    for look_alike in [
+        "b\u{043E}b",               // Cyrillic о
+        "\u{0412}ob",               // Cyrillic В, which only capitals share with B
+        "\u{FF42}\u{FF4F}\u{FF42}", // fullwidth
+        "b0b",                      // zero for o
+    ] {
+        mallory.send(&format!("rename|{look_alike}")).await;
+        mallory
+            .expect(&format!(
+                "error: rename refused: the name {look_alike} is already taken"
+            ))
+            .await;
+    }
+    // Composed and decomposed spellings are one name too.
+    bob.send("rename|\u{00E9}mile").await;
+    bob.expect("rename ok").await;
+    mallory.send("rename|e\u{0301}mile").await;
+    mallory
+        .expect("error: rename refused: the name e\u{0301}mile is already taken")
+        .await;
+    // A direct message to a look-alike reaches the one who holds the name.
+    mallory.send("to|E\u{0301}MILE|hi").await;
+    let m = mallory.addr.clone();
+    bob.expect(&format!("[{m}]{m} -> \u{00E9}mile: hi")).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_leaving_user_frees_the_name() {
     let server = TestServer::start().await;
     let mut bob = server.join().await;
