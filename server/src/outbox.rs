@@ -359,3 +359,37 @@ impl Mode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_protocol::NoticeCode;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_socket_that_holds_bytes_back_is_flushed_after_each_batch() {
+        // Like TLS, a BufWriter keeps what it was given until flushed.
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (outbox, writer) = channel(0);
+        let shutdown = CancellationToken::new();
+        let second = Duration::from_secs(1);
+        let task = tokio::spawn(writer.run(
+            tokio::io::BufWriter::new(near),
+            shutdown.clone(),
+            second,
+            second,
+        ));
+        for text in ["first", "second"] {
+            let notice = ServerEvent::notice(NoticeCode::Other, text);
+            outbox.reply(notice).expect("room in the queue");
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(5), far.read(&mut buf))
+                .await
+                .expect("the line is sent, not held back")
+                .expect("read");
+            assert_eq!(&buf[..n], format!("notice: {text}\n").as_bytes());
+        }
+        outbox.close();
+        task.await.expect("the writer ends");
+    }
+}

@@ -174,6 +174,11 @@ impl TlsClient {
             .await
             .expect("connect in time")
             .expect("connect");
+        TlsClient::over(stream, connector).await
+    }
+
+    /// Completes a TLS handshake for `localhost` on a connected `stream`.
+    pub async fn over(stream: TcpStream, connector: &TlsConnector) -> std::io::Result<TlsClient> {
         let addr = stream.local_addr().expect("local addr").to_string();
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
         let tls = tokio::time::timeout(STEP, connector.connect(name, stream))

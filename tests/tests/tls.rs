@@ -36,6 +36,57 @@ async fn tls_and_plain_users_chat_in_one_room() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_reader_that_falls_behind_still_gets_the_last_line() {
+    // Backpressure through TLS: the writer stops part way through its batches while the
+    // reader does not read, then must deliver everything, in order, to the last line. (That
+    // each batch is flushed is proven in `server/src/outbox.rs`'s tests, with a socket that
+    // holds bytes back the way TLS can.)
+    const LINES: usize = 4000;
+    let (ca, dir) = (TestCa::new("backlog"), tempdir());
+    let config = Config {
+        rate: 0.0,
+        sendq_bytes: 64 << 20,
+        ..Config::default()
+    };
+    let server = TestServer::with_tls(config, ca.server_certs(dir.path())).await;
+    // A tiny receive buffer, so the server's socket fills and TLS writes stop part way.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(server.tls_addr.expect("TLS"))
+        .await
+        .expect("connect");
+    let mut slow = TlsClient::over(stream, &ca.connector())
+        .await
+        .expect("handshake");
+    let me = slow.addr.clone();
+    slow.skip_until(&said(&me, &me, "I am here")).await;
+
+    let mut sender = server.join().await;
+    let s = sender.addr.clone();
+    let padding = "x".repeat(2000);
+    let (mut lines, mut writer) = sender.split();
+    let echoes = tokio::spawn(async move {
+        for _ in 0..=LINES {
+            lines.line().await;
+        }
+    });
+    for i in 0..LINES {
+        writer
+            .write_all(format!("{i} {padding}\n").as_bytes())
+            .await
+            .expect("send");
+    }
+    writer.write_all(b"the end\n").await.expect("send");
+    echoes.await.expect("the sender's own echoes");
+    // Only now does the slow reader read: everything arrives, the last line included.
+    slow.skip_until(&said(&s, &s, &format!("{} {padding}", LINES - 1)))
+        .await;
+    slow.expect(&said(&s, &s, "the end")).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn plain_bytes_on_the_tls_port_are_closed_and_never_make_a_user() {
     let (ca, dir) = (TestCa::new("nc"), tempdir());
