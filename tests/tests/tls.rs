@@ -63,7 +63,7 @@ async fn a_tls_reader_that_falls_behind_still_gets_the_last_line() {
     let me = slow.addr.clone();
     slow.skip_until(&said(&me, &me, "I am here")).await;
 
-    let mut sender = server.join().await;
+    let sender = server.join().await;
     let s = sender.addr.clone();
     let padding = "x".repeat(2000);
     let (mut lines, mut writer) = sender.split();
