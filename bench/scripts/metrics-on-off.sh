@@ -28,7 +28,12 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 run() {
     local mode=$1 name=$2
     shift 2
-    local port=$((20000 + RANDOM % 20000))
+    # Two free ports in a row (the plain one and, for metrics, the next).
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 20000))
+        port_open "$port" || port_open "$((port + 1))" || break
+    done
     local metrics=()
     if [ "$mode" = on ]; then
         metrics=(--metrics-listen "127.0.0.1:$((port + 1))")
@@ -42,12 +47,13 @@ run() {
         --timeout 240s --json fanout $fanout >"$out/$name.json" 2>"$out/$name.txt" || true
     if [ "$mode" = on ]; then
         # Proof that the run was counted: the deliveries the server saw.
-        exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))"
-        printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-        grep '^chat_deliveries_total' <&3 >"$out/$name.metrics" || true
-        exec 3<&-
+        if exec 3<>"/dev/tcp/127.0.0.1/$((port + 1))"; then
+            printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+            grep '^chat_deliveries_total' <&3 >"$out/$name.metrics" || true
+            exec 3<&-
+        fi
     fi
-    kill -TERM "$pid"
+    kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || true
 }
 
