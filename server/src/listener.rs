@@ -126,7 +126,7 @@ impl Server {
     pub fn open(config: Config) -> anyhow::Result<Server> {
         let opened = RoomLog::open(&config.history)?;
         let hub = Hub::new(opened.last_seq, config.idle_timeout);
-        let log = opened.start()?;
+        let log = opened.into_log();
         hub.attach_log(log.clone());
         Ok(Server {
             hub,
@@ -165,6 +165,7 @@ impl Server {
             tls,
             metrics,
         } = self;
+        log.start();
         let metrics = metrics.map(|(listener, handle)| {
             tokio::spawn(telemetry::serve(
                 listener,
@@ -188,8 +189,7 @@ impl Server {
         }
         // Every session has ended and its last lines are delivered; commit what is left and
         // release the database file, so a new server can open it as soon as this returns.
-        let closing = log.clone();
-        tokio::task::spawn_blocking(move || closing.close()).await?;
+        log.close().await;
         hub.deliver_committed(log.committed_now());
         Ok(())
     }
