@@ -4,7 +4,8 @@
 //! Counting goes through the `metrics` facade. Until a recorder is installed (the binary
 //! installs the Prometheus one when `--metrics-listen` is given; in-process tests never do),
 //! every handle is a no-op. The handles are looked up once, in [`counters`], so counting costs
-//! one relaxed atomic add on an already-known counter: never a registry look-up or a lock.
+//! two lock-free atomic adds on an already-known counter (the exporter's value and its
+//! generation): never a registry look-up or a lock.
 //! The hot path counts once per event, not once per recipient (see `hub.rs`).
 //!
 //! The endpoint answers `GET /metrics` (the Prometheus text format) and `GET /healthz`
