@@ -187,3 +187,19 @@ async fn in_plain_mode_a_ping_line_is_chat() {
     nc.expect("user list:").await;
     server.stop().await;
 }
+
+/// Everything a JSON client receives is sanitized (docs/PROTOCOL.md), a pong's echoed token
+/// included: no escape on the wire, not even JSON-escaped, and no bidi override.
+#[tokio::test]
+#[ignore = "server bug: a ping's token is echoed in the pong unsanitized (\\u001b and a raw U+202E on the wire)"]
+async fn pong_tokens_are_sanitized_like_everything_else() {
+    let server = TestServer::start().await;
+    let mut bot = server.join_json().await;
+    bot.send(r#"{"type":"ping","token":"a\u001b[2J\u202eb"}"#)
+        .await;
+    assert_eq!(
+        bot.line().await,
+        "{\"type\":\"pong\",\"token\":\"a\u{FFFD}[2J\u{FFFD}b\"}"
+    );
+    server.stop().await;
+}
