@@ -99,7 +99,7 @@ impl Server {
     pub fn open(config: Config) -> anyhow::Result<Server> {
         let opened = RoomLog::open(&config.history)?;
         let hub = Hub::new(opened.last_seq, config.idle_timeout);
-        let log = opened.start()?;
+        let log = opened.into_log();
         hub.attach_log(log.clone());
         Ok(Server { hub, log, config })
     }
@@ -112,6 +112,7 @@ impl Server {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let Server { hub, log, config } = self;
+        log.start();
         // Delivers what the log has committed, on the runtime, until every session is over.
         let deliveries = CancellationToken::new();
         let delivery = tokio::spawn(deliver_commits(
@@ -124,8 +125,7 @@ impl Server {
         delivery.await?;
         // Every session has ended and its last lines are delivered; commit what is left and
         // release the database file, so a new server can open it as soon as this returns.
-        let closing = log.clone();
-        tokio::task::spawn_blocking(move || closing.close()).await?;
+        log.close().await;
         hub.deliver_committed(log.committed_now());
         Ok(())
     }
