@@ -140,6 +140,10 @@ impl ClientCommand {
                 to,
                 text: sanitize_text(&text).into_owned(),
             }),
+            // The token comes back in the pong: everything a client receives is sanitized.
+            Ok(ClientCommand::Ping { token }) => Ok(ClientCommand::Ping {
+                token: token.map(|t| sanitize_text(&t).into_owned()),
+            }),
             Ok(command) => Ok(command),
             Err(e) => Err(CommandError(e.to_string())),
         }

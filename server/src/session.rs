@@ -220,15 +220,21 @@ async fn serve_halves<R, W>(
             _ = &mut idle, if !idle_timeout.is_zero() => {
                 // Lines only record their time; the timer is moved when it fires, so a busy
                 // connection costs one timer update per timeout, not one per line.
+                if hub.is_backlogged() {
+                    // Not reading is the server's doing, not the client's: the clock waits.
+                    session.last_line = Instant::now();
+                }
                 let due = session.last_line + idle_timeout;
                 if Instant::now() >= due {
                     break End::Timeout;
                 }
                 idle.as_mut().reset(due);
             }
-                        // While the room log is far behind (a stalled disk), stop reading: the clients'
+            // While the room log is far behind (a stalled disk), stop reading: the clients'
             // own TCP windows then hold what they send, instead of the server's memory.
-            _ = hub.backlog_cleared(), if hub.is_backlogged() => {}
+            _ = hub.backlog_cleared(), if hub.is_backlogged() => {
+                session.last_line = Instant::now();
+            }
             read = std::future::poll_fn(|cx| session.poll_read_lines(cx, &mut reader)), if !hub.is_backlogged() => {
                 match read {
                     Ok(None) => {}
