@@ -127,6 +127,39 @@ fn at_least_one(value: &str) -> Result<usize, String> {
     }
 }
 
+/// Connections the kernel may hold for us before we accept them. `TcpListener::bind` asks
+/// for 128, and a crowd connecting at once (a server restart, with every client coming back)
+/// overflows that: with SYN cookies the overflowed clients believe they are connected but
+/// are never accepted, and wait forever for a greeting. The kernel caps this at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `address` (the first address it resolves to that binds).
+async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(address).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     // Everything that can be wrong with the flags is said before anything listens.
     let password = args
@@ -164,12 +197,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     // The log first: a locked or broken database stops the server before it listens.
     let mut server = Server::open(config)?;
-    let listener = TcpListener::bind(&args.listen)
+    let listener = listen(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     if let (Some(address), Some(certs)) = (&args.tls_listen, &certs) {
-        let tls = TcpListener::bind(address)
+        let tls = listen(address)
             .await
             .with_context(|| format!("cannot listen for TLS on {address}"))?;
         tracing::info!("listening for TLS on {}", tls.local_addr()?);
