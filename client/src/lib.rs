@@ -7,6 +7,7 @@
 //! - [`ui`]: draws the state; reads it, never changes it.
 //! - [`net`]: the connection task, talking to the app through channels.
 //! - [`input`]: the line editor used by the input line and the rename dialog.
+//! - [`secure`]: `--tls` (whom to trust) and the room password, for [`net`].
 //!
 //! The binary's `main.rs` only wires these to a terminal. This is a library too so the
 //! benchmark can drive `update` and `draw` directly.
@@ -16,4 +17,5 @@ pub mod input;
 pub mod layout;
 pub mod net;
 pub mod scrollback;
+pub mod secure;
 pub mod ui;

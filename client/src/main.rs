@@ -9,6 +9,7 @@
 use anyhow::Context as _;
 use chat_tui::app::{App, Effect, Msg, Settings};
 use chat_tui::net::{self, NetConfig, NetEvent};
+use chat_tui::secure::{Password, Tls};
 use chat_tui::ui;
 use clap::Parser;
 use crossterm::event::{
@@ -52,6 +53,18 @@ struct Args {
     /// Lines kept in the message pane; older ones are dropped.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     scrollback: u32,
+    /// Connect with TLS, verifying the server against the system's trusted certificates
+    /// (and --tls-ca). Never falls back to plain text.
+    #[arg(long)]
+    tls: bool,
+    /// Also trust the CA certificate(s) in this PEM file (a private CA); implies --tls.
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Read the room password from this file (one trailing newline is not part of it).
+    /// Without it, the password comes from the CHAT_PASSWORD environment variable; there is
+    /// no flag for the password itself, which `ps` would show.
+    #[arg(long, value_name = "PATH")]
+    password_file: Option<std::path::PathBuf>,
 }
 
 fn parse_name(name: &str) -> Result<String, String> {
@@ -246,6 +259,13 @@ async fn run(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let tls = (args.tls || args.tls_ca.is_some())
+        .then(|| Tls::new(&args.server, args.tls_ca.as_deref()))
+        .transpose()?;
+    let password = Password::find(
+        args.password_file.as_deref(),
+        std::env::var("CHAT_PASSWORD").ok(),
+    )?;
     let settings = Settings {
         server: args.server.clone(),
         name: args.name,
@@ -255,7 +275,11 @@ async fn main() -> anyhow::Result<()> {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(net::EVENT_QUEUE);
     let connection = tokio::spawn(net::run(
-        NetConfig::new(args.server, args.plain),
+        NetConfig {
+            tls,
+            password,
+            ..NetConfig::new(args.server, args.plain)
+        },
         command_rx,
         event_tx,
     ));

@@ -6,19 +6,29 @@
 //! connection breaks it hands back whatever it was given but did not write, and tries again
 //! with exponential backoff and jitter (see [`jittered`]). Re-taking the chosen name after a reconnect is the app's job:
 //! it sees the welcome and decides.
+//!
+//! With `--tls` every try is a TLS handshake verified as [`crate::secure`] says; a failure
+//! is a lost connection like any other (its reason shown), never a reason to try plain
+//! text. With a room password the hello carries it (`pass|PASSWORD` first, in plain mode);
+//! a refused password ends the try with a reason that says so.
 
+use crate::secure::{Password, Tls};
 use chat_protocol::command::decode_line;
 use chat_protocol::event::PlainLine;
 use chat_protocol::{
-    ClientCommand, Frame, HELLO_LINE, LineFramer, NoticeCode, PlainParser, ServerEvent, UserInfo,
-    sanitize_text,
+    ClientCommand, ErrorCode, Frame, HELLO_LINE, LineFramer, NoticeCode, PlainParser, ServerEvent,
+    UserInfo, sanitize_text,
 };
 use chrono::NaiveTime;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{Sender, UnboundedReceiver};
+
+/// The connection's reading side, over TCP or TLS.
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+/// The connection's writing side; flushed after each write, since TLS may hold bytes back.
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// Longest server line accepted; a `who` answer for thousands of users fits.
 const MAX_SERVER_LINE: usize = 4 * 1024 * 1024;
@@ -58,6 +68,10 @@ pub struct NetConfig {
     pub max_backoff: Duration,
     /// In JSON mode, say after this long without a welcome that `--plain` may be needed.
     pub welcome_hint_after: Duration,
+    /// Connect with TLS (`--tls`); `None`: plain TCP.
+    pub tls: Option<Tls>,
+    /// The room password, if the server wants one.
+    pub password: Option<Password>,
 }
 
 impl NetConfig {
@@ -68,6 +82,8 @@ impl NetConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(15),
             welcome_hint_after: Duration::from_secs(3),
+            tls: None,
+            password: None,
         }
     }
 }
@@ -82,6 +98,9 @@ enum Ended {
         welcomed: bool,
         unsent: Vec<ClientCommand>,
     },
+    /// The server refused the password: retried only after the longest backoff, since the
+    /// same password will be refused again (and tries are limited per address).
+    Refused { reason: String },
 }
 
 fn local_time() -> NaiveTime {
@@ -106,6 +125,10 @@ pub async fn run(
         }
         let (reason, mut unsent) = match session(&config, &mut commands, &events).await {
             Ended::AppGone => return,
+            Ended::Refused { reason } => {
+                backoff = config.max_backoff;
+                (reason, Vec::new())
+            }
             Ended::Lost {
                 reason,
                 welcomed,
@@ -191,22 +214,39 @@ async fn session(
     };
     // Chat lines are small and interactive.
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer): (Reader, Writer) = match &config.tls {
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+        Some(tls) => {
+            let handshake = tls.connector.connect(tls.name.clone(), stream);
+            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Ok(stream)) => {
+                    let (reader, writer) = tokio::io::split(stream);
+                    (Box::new(reader), Box::new(writer))
+                }
+                // The reason (an unknown issuer, a name mismatch, ...) goes to the status bar.
+                Ok(Err(e)) => return lost(format!("TLS: {e}"), false, Vec::new()),
+                Err(_) => return lost("TLS handshake timed out", false, Vec::new()),
+            }
+        }
+    };
     let mut link = Link {
         plain: config.plain,
         welcomed: config.plain,
         parser: PlainParser::new(),
     };
-    if config.plain {
-        if events
+    if let Err(e) = send_line(&mut writer, &greeting(config)).await {
+        return lost(e.to_string(), false, Vec::new());
+    }
+    if config.plain
+        && events
             .send(NetEvent::Connected { plain: true })
             .await
             .is_err()
-        {
-            return farewell(reader, writer, commands, &mut link).await;
-        }
-    } else if let Err(e) = writer.write_all(format!("{HELLO_LINE}\n").as_bytes()).await {
-        return lost(e.to_string(), false, Vec::new());
+    {
+        return farewell(reader, writer, commands, &mut link).await;
     }
     let mut framer = LineFramer::new(MAX_SERVER_LINE);
     let mut buf = vec![0u8; 64 * 1024];
@@ -227,6 +267,9 @@ async fn session(
                     Frame::TooLong => lines.push(None),
                 });
                 for line in lines {
+                    if let Some(refused) = refused_password(&link, line.as_deref(), config) {
+                        return refused;
+                    }
                     let Some(event) = link.read(line) else {
                         continue;
                     };
@@ -265,6 +308,53 @@ async fn session(
             }
         }
     }
+}
+
+/// What a connection says first: the hello (carrying the password, if any) in JSON mode;
+/// in plain mode `pass|PASSWORD`, or nothing.
+fn greeting(config: &NetConfig) -> String {
+    match (&config.password, config.plain) {
+        (None, true) => String::new(),
+        (None, false) => format!("{HELLO_LINE}\n"),
+        (Some(password), true) => format!("pass|{}\n", password.as_str()),
+        (Some(password), false) => {
+            let hello = ClientCommand::Hello {
+                version: chat_protocol::PROTOCOL_VERSION,
+                password: Some(password.as_str().to_string()),
+            };
+            format!("{}\n", hello.to_json())
+        }
+    }
+}
+
+/// Writes `text` (if any) and flushes it.
+async fn send_line(writer: &mut Writer, text: &str) -> std::io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    writer.write_all(text.as_bytes()).await?;
+    writer.flush().await
+}
+
+/// Before the welcome, a `wrong_password` error ends the try, saying why in words a user
+/// can act on.
+fn refused_password(link: &Link, line: Option<&str>, config: &NetConfig) -> Option<Ended> {
+    if link.plain || link.welcomed {
+        return None;
+    }
+    let line = line.filter(|line| line.starts_with('{'))?;
+    let Ok(ServerEvent::Error {
+        code: ErrorCode::WrongPassword,
+        message,
+    }) = ServerEvent::parse_json(line)
+    else {
+        return None;
+    };
+    let reason = match config.password {
+        None => "the server wants a password: set CHAT_PASSWORD or use --password-file".into(),
+        Some(_) => format!("{message} (from CHAT_PASSWORD or --password-file)"),
+    };
+    Some(Ended::Refused { reason })
 }
 
 /// What one connection knows about the dialect it speaks.
@@ -319,8 +409,8 @@ pub const FAREWELL: Duration = Duration::from_millis(500);
 /// closes too, for at most [`FAREWELL`]. Closing with unread data would instead make the
 /// kernel answer with a reset, which can destroy the server's last replies in flight.
 async fn farewell(
-    mut reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    mut reader: Reader,
+    mut writer: Writer,
     commands: &mut UnboundedReceiver<ClientCommand>,
     link: &mut Link,
 ) -> Ended {
@@ -331,7 +421,7 @@ async fn farewell(
         }
         if link.welcomed && !batch.is_empty() {
             let out = encode_batch(link, batch).0;
-            if writer.write_all(out.as_bytes()).await.is_err() {
+            if send_line(&mut writer, &out).await.is_err() {
                 return;
             }
         }
@@ -384,7 +474,7 @@ fn encode_batch(
 /// Writes commands in one go; on failure, everything in the batch counts as unsent, since
 /// nobody can tell how much the server read.
 async fn write_batch(
-    writer: &mut OwnedWriteHalf,
+    writer: &mut Writer,
     link: &mut Link,
     batch: Vec<ClientCommand>,
     events: &Sender<NetEvent>,
@@ -395,7 +485,7 @@ async fn write_batch(
             return Err(Ended::AppGone);
         }
     }
-    match writer.write_all(out.as_bytes()).await {
+    match send_line(writer, &out).await {
         Ok(()) => Ok(()),
         Err(e) => Err(lost(e.to_string(), true, written)),
     }

@@ -10,6 +10,7 @@ use crate::app::{App, Connection};
 use crate::layout::{self, Part};
 use crate::scrollback::{Entry, EntryKind, ScrollPos};
 use chat_protocol::names::name_key;
+use chat_protocol::sanitize_text;
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -290,6 +291,14 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         spans.push(Span::styled(
             format!("{} queued", app.outbox.len()),
             Style::new().fg(Color::Yellow),
+        ));
+    }
+    // Why, last (a TLS verification failure, a wrong password): what fits of it shows.
+    if let Connection::Disconnected { reason, .. } = &app.connection {
+        spans.push(separator());
+        spans.push(Span::styled(
+            sanitize_text(reason).into_owned(),
+            Style::new().fg(Color::LightRed),
         ));
     }
     let bar = Style::new().bg(Color::DarkGray).fg(Color::White);

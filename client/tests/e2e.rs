@@ -26,6 +26,8 @@ const QUIET: Duration = Duration::from_millis(150);
 /// A chat-server on its own runtime thread, stopped on drop.
 struct Server {
     addr: SocketAddr,
+    /// Its TLS address, if started with [`Server::start_tls`].
+    tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -39,6 +41,18 @@ impl Server {
     }
 
     fn start_with(config: chat_server::Config) -> Server {
+        Server::start_inner(config, None)
+    }
+
+    /// A server that also listens for TLS, with `certs`.
+    fn start_tls(config: chat_server::Config, certs: Arc<chat_server::tls::Certs>) -> Server {
+        Server::start_inner(config, Some(certs))
+    }
+
+    fn start_inner(
+        config: chat_server::Config,
+        certs: Option<Arc<chat_server::tls::Certs>>,
+    ) -> Server {
         let (addr_tx, addr_rx) = mpsc::channel();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -52,15 +66,25 @@ impl Server {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind 127.0.0.1:0");
-                addr_tx.send(listener.local_addr().expect("addr")).unwrap();
-                chat_server::run(listener, config, token)
-                    .await
-                    .expect("server runs");
+                let mut server = chat_server::Server::open(config).expect("open the server");
+                let mut tls_addr = None;
+                if let Some(certs) = certs {
+                    let tls = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind 127.0.0.1:0");
+                    tls_addr = Some(tls.local_addr().expect("addr"));
+                    server = server.with_tls(tls, certs);
+                }
+                addr_tx
+                    .send((listener.local_addr().expect("addr"), tls_addr))
+                    .unwrap();
+                server.run(listener, token).await.expect("server runs");
             });
         });
-        let addr = addr_rx.recv_timeout(DEADLINE).expect("server started");
+        let (addr, tls_addr) = addr_rx.recv_timeout(DEADLINE).expect("server started");
         Server {
             addr,
+            tls_addr,
             shutdown,
             thread: Some(thread),
         }
@@ -110,6 +134,18 @@ impl Tui {
         env: &[(&str, &str)],
         rows: u16,
     ) -> Tui {
+        Tui::start_full(label, server, name, &[], env, rows)
+    }
+
+    /// With more flags (`--tls`, ...) after the usual ones.
+    fn start_full(
+        label: &'static str,
+        server: SocketAddr,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        rows: u16,
+    ) -> Tui {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows,
@@ -120,6 +156,7 @@ impl Tui {
             .expect("openpty");
         let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-tui"));
         command.args(["--server", &server.to_string(), "--name", name, "--no-bell"]);
+        command.args(args);
         command.env("TERM", "xterm-256color");
         for (key, value) in env {
             command.env(key, value);
@@ -737,4 +774,137 @@ fn slash_msg_and_slash_r_exchange_direct_messages() {
     // A name nobody has is refused by the server, and said so.
     lea.type_keys("/msg ghost boo\r");
     lea.wait_for_text("error: no user named ghost is online");
+}
+
+/// A server with TLS and a room password, its CA's certificate in a file for `--tls-ca`.
+fn secure_server(password: &str) -> (Server, tempfile::TempDir, String) {
+    let ca = chat_tests::TestCa::new("chat-tui");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = chat_server::Config {
+        rate: 0.0,
+        password: Some(chat_server::Password::new(password).expect("password")),
+        ..chat_server::Config::default()
+    };
+    let server = Server::start_tls(config, ca.server_certs(dir.path()));
+    let ca_file = ca.write_ca_file(dir.path(), "ca.pem");
+    let ca_file = ca_file.to_str().expect("a UTF-8 path").to_string();
+    (server, dir, ca_file)
+}
+
+#[test]
+fn over_tls_with_a_password_it_chats_with_a_plain_user() {
+    let (server, dir, ca) = secure_server("open sesame");
+    let tls = server.tls_addr.expect("TLS");
+    // The password from a file (with the newline editors add).
+    let file = dir.path().join("password");
+    std::fs::write(&file, "open sesame\n").expect("write");
+    let file = file.to_str().expect("path");
+    let mut tess = Tui::start_full(
+        "tess",
+        tls,
+        "tess",
+        &["--tls", "--tls-ca", &ca, "--password-file", file],
+        &[],
+        ROWS,
+    );
+    tess.wait_for_text("│ connected │");
+    tess.wait_for("tess online", |t| sidebar_lists(t, &["tess"]));
+
+    // A plain-text user, with the password, in the same room.
+    let mut nc = std::net::TcpStream::connect(server.addr).expect("connect");
+    nc.write_all(b"pass|open sesame\nrename|nick\nhello over plain text\n")
+        .expect("write");
+    tess.wait_for_text("nick: hello over plain text");
+    tess.type_keys("hello over TLS\r");
+    let mut seen = String::new();
+    let mut reader = std::io::BufReader::new(nc.try_clone().expect("clone"));
+    nc.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    while !seen.contains("tess: hello over TLS") {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("a line in time");
+        assert!(
+            n > 0,
+            "the server closed the plain user's connection: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    tess.type_keys(CTRL_C);
+    assert!(tess.wait_exit().success());
+    tess.assert_restored();
+}
+
+#[test]
+fn a_certificate_it_cannot_verify_is_shown_and_never_bypassed() {
+    let (server, _dir, _ca) = secure_server("pw");
+    let tls = server.tls_addr.expect("TLS");
+    // The test CA is not among the system's roots: verification fails, says why in the
+    // status bar, and plain text is never tried instead.
+    let mut ursula = Tui::start_full(
+        "ursula",
+        tls,
+        "ursula",
+        &["--tls"],
+        &[("CHAT_PASSWORD", "pw")],
+        ROWS,
+    );
+    ursula.wait_for_text("DISCONNECTED");
+    // In the status bar, with the reason.
+    ursula.wait_for_text("│ TLS: invalid peer cert");
+    // Nothing ever reached the room: a plain user with the password is alone.
+    let mut nc = std::net::TcpStream::connect(server.addr).expect("connect");
+    // The list has no end marker: an empty rename, always refused, marks it.
+    nc.write_all(b"pass|pw\nwho\nrename|\n").expect("write");
+    nc.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut reader = std::io::BufReader::new(nc);
+    let mut listed = Vec::new();
+    let mut in_list = false;
+    loop {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("a line in time");
+        assert!(n > 0, "closed before the user list ended");
+        let line = line.trim_end().to_string();
+        if line.starts_with("error: rename refused") {
+            break;
+        }
+        if in_list {
+            listed.push(line);
+        } else {
+            in_list = line == "user list:";
+        }
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    ursula.type_keys(CTRL_C);
+    assert!(ursula.wait_exit().success());
+}
+
+#[test]
+fn a_wrong_or_missing_password_is_said_clearly() {
+    let (server, _dir, ca) = secure_server("right");
+    let tls = server.tls_addr.expect("TLS");
+    let mut wanda = Tui::start_full(
+        "wanda",
+        tls,
+        "wanda",
+        &["--tls-ca", &ca],
+        &[("CHAT_PASSWORD", "wrong")],
+        ROWS,
+    );
+    // In the status bar, after why it is disconnected.
+    wanda.wait_for_text("│ wrong password (from CH");
+    assert!(wanda.screen_text().contains("DISCONNECTED"));
+    // And in full in the message pane.
+    assert!(
+        wanda
+            .screen_text()
+            .contains("connection lost: wrong password (from CHAT_PASSWORD or")
+    );
+    wanda.type_keys(CTRL_C);
+    assert!(wanda.wait_exit().success());
+
+    let mut nora = Tui::start_full("nora", tls, "nora", &["--tls-ca", &ca], &[], ROWS);
+    nora.wait_for_text("│ the server wants a pass");
+    nora.type_keys(CTRL_C);
+    assert!(nora.wait_exit().success());
 }

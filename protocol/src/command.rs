@@ -140,15 +140,38 @@ impl ClientCommand {
                 to,
                 text: sanitize_text(&text).into_owned(),
             }),
+            // The token comes back in the pong: everything a client receives is sanitized.
+            Ok(ClientCommand::Ping { token }) => Ok(ClientCommand::Ping {
+                token: token.map(|t| sanitize_text(&t).into_owned()),
+            }),
             Ok(command) => Ok(command),
             Err(e) => Err(CommandError(e.to_string())),
         }
     }
 
     /// True if `line` is the handshake that switches a connection to JSON mode: exactly
-    /// [`HELLO_LINE`], so no other line (another version, extra fields) passes for it.
+    /// [`HELLO_LINE`], or a version 1 hello that carries a `"password"` string and nothing
+    /// else (see [`ClientCommand::hello_password`]). No other line (another version, extra
+    /// fields) passes for it.
     pub fn is_hello(line: &str) -> bool {
-        line == HELLO_LINE
+        line == HELLO_LINE || ClientCommand::hello_password(line).is_some()
+    }
+
+    /// The password of a hello that carries one: an object with exactly the fields `type`
+    /// (`"hello"`), `version` (`1`) and `password` (a string), in any order. `None` for
+    /// anything else, [`HELLO_LINE`] included.
+    pub fn hello_password(line: &str) -> Option<String> {
+        /// Strict on purpose: an unknown field or another version is not a hello.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PasswordHello {
+            #[serde(rename = "type")]
+            kind: String,
+            version: u32,
+            password: String,
+        }
+        let hello: PasswordHello = serde_json::from_str(line).ok()?;
+        (hello.kind == "hello" && hello.version == PROTOCOL_VERSION).then_some(hello.password)
     }
 
     /// The plain line for this command, if it has one (`None` for JSON-only commands, and
@@ -319,6 +342,35 @@ mod tests {
         assert!(!ClientCommand::is_hello(
             r#"{"version":1,"type":"hello","junk":[1]}"#
         ));
+    }
+
+    #[test]
+    fn a_hello_may_carry_a_password_and_nothing_else() {
+        let hello = ClientCommand::Hello {
+            version: PROTOCOL_VERSION,
+            password: Some("s3cr\"et|x".into()),
+        };
+        let line = hello.to_json();
+        assert!(ClientCommand::is_hello(&line));
+        assert_eq!(
+            ClientCommand::hello_password(&line).as_deref(),
+            Some("s3cr\"et|x")
+        );
+        assert_eq!(ClientCommand::parse_json(&line), Ok(hello));
+        assert!(ClientCommand::is_hello(
+            r#"{"password":"p","version":1,"type":"hello"}"#
+        ));
+        assert_eq!(ClientCommand::hello_password(HELLO_LINE), None);
+        for not_hello in [
+            r#"{"type":"hello","version":2,"password":"p"}"#,
+            r#"{"type":"hello","version":1,"password":"p","junk":1}"#,
+            r#"{"type":"hello","version":1,"password":7}"#,
+            r#"{"type":"hello","version":1,"password":null}"#,
+            r#"{"type":"chat","version":1,"password":"p"}"#,
+            r#"{"type":"hello","password":"p"}"#,
+        ] {
+            assert!(!ClientCommand::is_hello(not_hello), "{not_hello}");
+        }
     }
 
     #[test]

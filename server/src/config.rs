@@ -1,5 +1,6 @@
 //! Every limit the server enforces, with its default. `main.rs` maps each to a flag.
 
+use crate::auth::Password;
 use crate::room_log::HistoryConfig;
 use chat_protocol::limits;
 use std::time::Duration;
@@ -32,6 +33,19 @@ pub struct Config {
     /// The room log: where, for how long, how durable. The library's default keeps it in
     /// memory (tests); the binary's default is a file in the working directory.
     pub history: HistoryConfig,
+    /// The room password; `None` (the default): anyone may join, as before.
+    pub password: Option<Password>,
+    /// A connection must give the right password within this long after connecting, or it
+    /// is closed (10 s).
+    pub auth_timeout: Duration,
+    /// Wrong passwords accepted from one IP address per `auth_ip_window`, over all its
+    /// connections; past that its tries are refused unchecked until the window ends, so
+    /// reconnecting buys no more guesses (`0`: no limit).
+    pub auth_ip_failures: u32,
+    pub auth_ip_window: Duration,
+    /// A TLS handshake that has not finished after this long is abandoned and the
+    /// connection closed (10 s): plain `nc` on the TLS port never becomes a user.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -47,6 +61,11 @@ impl Default for Config {
             flush_grace: Duration::from_secs(1),
             farewell_wait: Duration::from_secs(10),
             history: HistoryConfig::default(),
+            password: None,
+            auth_timeout: Duration::from_secs(10),
+            auth_ip_failures: 10,
+            auth_ip_window: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

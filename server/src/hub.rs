@@ -214,6 +214,7 @@ impl Hub {
             return;
         };
         let (addr, name) = (member.addr.to_string(), member.name.clone());
+        crate::telemetry::counters().messages.increment(1);
         self.record(&mut state, None, None, None, |stamp| ServerEvent::Chat {
             addr,
             name,
@@ -249,6 +250,7 @@ impl Hub {
             return;
         };
         let to = state.members[&recipient].info();
+        crate::telemetry::counters().direct_messages.increment(1);
         let line = Rendered::new(ServerEvent::Dm { from, to, text });
         self.send_to(&mut state, recipient, line.clone(), Then::Nothing);
         if recipient != id {
@@ -554,12 +556,17 @@ impl State {
                     // Its last lines are queued; the writer flushes them and closes.
                     member.outbox.close();
                 }
+                // Counted once per event, not with an atomic per recipient.
+                let mut queued = 0u64;
                 for (&id, member) in &self.members {
-                    if member.receiving && Some(id) != except && member.outbox.push(&line).is_err()
-                    {
-                        slow.push(id);
+                    if member.receiving && Some(id) != except {
+                        match member.outbox.push(&line) {
+                            Ok(()) => queued += 1,
+                            Err(_) => slow.push(id),
+                        }
                     }
                 }
+                crate::telemetry::counters().deliveries.increment(queued);
                 if let Some((id, here)) = admit
                     && let Some(member) = self.members.get_mut(&id)
                 {

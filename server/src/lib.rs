@@ -14,7 +14,11 @@
 //!   the history answered from it.
 //! - [`outbox`]: one connection's bounded outgoing queue and the task that writes it.
 //! - [`memory`]: returning memory to the system after storms of joins and leaves.
+//! - [`tls`]: the TLS certificate and key, reloadable.
+//! - [`auth`]: the room password and the limit on wrong tries per address.
+//! - [`telemetry`]: the metrics the server counts, and the `/metrics` and `/healthz` endpoint.
 
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod listener;
@@ -22,7 +26,10 @@ pub mod memory;
 pub mod outbox;
 pub mod room_log;
 pub mod session;
+pub mod telemetry;
+pub mod tls;
 
+pub use auth::Password;
 pub use config::Config;
 pub use listener::{Server, run};
 pub use room_log::{HistoryConfig, HistoryDb};

@@ -1,10 +1,14 @@
-//! `chat-server`: flags, logging and signals around [`chat_server::run`].
+//! `chat-server`: flags, logging and signals around [`chat_server::run`]: SIGTERM and
+//! Ctrl-C shut down gracefully, SIGHUP reloads the TLS certificate and key.
 
 use anyhow::Context;
 use chat_protocol::limits;
-use chat_server::{Config, HistoryConfig, HistoryDb, Server};
+use chat_server::tls::Certs;
+use chat_server::{Config, HistoryConfig, HistoryDb, Password, Server};
 use clap::Parser;
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,18 +57,40 @@ struct Args {
     /// Worker threads (`0`: half the cores, at least one; `1` runs everything on one thread).
     #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Also listen for TLS connections here (conventionally port 6697); needs `--tls-cert`
+    /// and `--tls-key`. Off by default.
+    #[arg(long, env = "CHAT_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<String>,
+    /// The TLS certificate chain, PEM (the server's certificate first). Reloaded on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_listen")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_listen")]
+    tls_key: Option<PathBuf>,
+    /// A file holding the room password (one trailing newline is not part of it). New
+    /// connections must send `pass|PASSWORD` (or a JSON hello with "password") to join.
+    #[arg(long, env = "CHAT_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// Serve `GET /metrics` (Prometheus) and `GET /healthz` here. Off by default.
+    #[arg(long, env = "CHAT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log one JSON object per line instead of text (for journald, Loki and the like).
+    #[arg(long, env = "CHAT_LOG_JSON")]
+    log_json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     // Thousands of connections need thousands of descriptors; the soft limit is often 1024.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open file limit");
@@ -101,7 +127,56 @@ fn at_least_one(value: &str) -> Result<usize, String> {
     }
 }
 
+/// Connections the kernel may hold for us before we accept them. `TcpListener::bind` asks
+/// for 128, and a crowd connecting at once (a server restart, with every client coming back)
+/// overflows that: with SYN cookies the overflowed clients believe they are connected but
+/// are never accepted, and wait forever for a greeting. The kernel caps this at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `address` (the first address it resolves to that binds).
+async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(address).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
+    // Everything that can be wrong with the flags is said before anything listens.
+    let password = args
+        .password_file
+        .as_deref()
+        .map(Password::from_file)
+        .transpose()?;
+    let certs = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(_), Some(cert), Some(key)) => Some(Certs::load(cert, key)?),
+        (Some(_), _, _) => anyhow::bail!("--tls-listen needs --tls-cert and --tls-key"),
+        _ => None,
+    };
+    // Before anything is counted: handles taken earlier would stay no-ops.
+    let metrics_handle = match &args.metrics_listen {
+        Some(_) => Some(chat_server::telemetry::install()?),
+        None => None,
+    };
     let config = Config {
         idle_timeout: args.idle_timeout,
         max_line_bytes: args.max_line_bytes,
@@ -117,18 +192,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             sync_full: args.history_sync == "full",
             ..HistoryConfig::default()
         },
+        password,
         ..Config::default()
     };
     // The log first: a locked or broken database stops the server before it listens.
-    let server = Server::open(config)?;
-    let listener = TcpListener::bind(&args.listen)
+    let mut server = Server::open(config)?;
+    let listener = listen(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    if let (Some(address), Some(certs)) = (&args.tls_listen, &certs) {
+        let tls = listen(address)
+            .await
+            .with_context(|| format!("cannot listen for TLS on {address}"))?;
+        tracing::info!("listening for TLS on {}", tls.local_addr()?);
+        server = server.with_tls(tls, certs.clone());
+    }
+    if let (Some(address), Some(handle)) = (&args.metrics_listen, metrics_handle) {
+        let metrics = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        tracing::info!("serving metrics on {}", metrics.local_addr()?);
+        server = server.with_metrics(metrics, handle);
+    }
+    if args.password_file.is_some() {
+        tracing::info!("the room has a password");
+    }
     tracing::info!("listening on {local}");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(reload_on_sighup(certs));
     let server = tokio::spawn(server.run(listener, shutdown.clone()));
     shutdown.cancelled().await;
     // Every session says goodbye and flushes within its grace; don't wait on stragglers.
@@ -137,6 +231,34 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("some connections did not close in time"),
     }
     Ok(())
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP; keeps the old ones if the new
+/// files do not load. Without TLS a SIGHUP only says so (rather than end the process, which
+/// is what it would do unhandled).
+async fn reload_on_sighup(certs: Option<Arc<Certs>>) {
+    #[cfg(unix)]
+    {
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; TLS reload is off");
+                    return;
+                }
+            };
+        while hangups.recv().await.is_some() {
+            match certs.as_deref().map(Certs::reload) {
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+                Some(Ok(())) => tracing::info!("reloaded the TLS certificate and key"),
+                Some(Err(e)) => tracing::error!(
+                    "cannot reload the TLS certificate and key, keeping the old ones: {e:#}"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(certs);
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

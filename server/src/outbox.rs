@@ -7,7 +7,9 @@
 //!
 //! An event is rendered at most once per mode however many connections it goes to
 //! ([`Rendered`] is shared through an `Arc`), and the writer sends everything queued in one
-//! vectored write.
+//! vectored write. The writer is generic over the socket: a plain connection's own write
+//! half, or the write half of a TLS stream (which is flushed after each batch, since TLS
+//! may hold back what it was given; flushing a TCP half is a no-op).
 
 use chat_protocol::{ErrorCode, ServerEvent};
 use std::collections::VecDeque;
@@ -15,8 +17,7 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -236,9 +237,9 @@ impl Writer {
     /// connection is killed, or `shutdown` fires and `flush_grace` has passed, or the session
     /// closed and `farewell_wait` has passed. A killed connection is sent its reason, waiting
     /// at most `farewell_wait` for the client to make room for it.
-    pub async fn run(
+    pub async fn run<W: AsyncWrite + Unpin>(
         self,
-        mut socket: OwnedWriteHalf,
+        mut socket: W,
         shutdown: CancellationToken,
         flush_grace: Duration,
         farewell_wait: Duration,
@@ -265,18 +266,26 @@ impl Writer {
             text.extend_from_slice(Rendered::new(farewell).bytes(mode).unwrap_or_default());
             // A client that never reads again never takes it; shutdown does not wait for it.
             tokio::select! {
-                _ = socket.write_all(&text) => {}
+                _ = async { socket.write_all(&text).await?; socket.flush().await } => {}
                 _ = tokio::time::sleep(farewell_wait) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
         // Tell a still-running session the socket is finished (it may be a write error).
         kill.cancel();
-        let _ = tokio::time::timeout(flush_grace, socket.shutdown()).await;
+        let _ = tokio::time::timeout(flush_grace, async {
+            socket.flush().await?;
+            socket.shutdown().await
+        })
+        .await;
         self.shared.finished.cancel();
     }
 
-    async fn drain(&self, socket: &mut OwnedWriteHalf, mid_line: &mut bool) -> std::io::Result<()> {
+    async fn drain<W: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut W,
+        mid_line: &mut bool,
+    ) -> std::io::Result<()> {
         let shared = &self.shared;
         // Swapped with the shared queue each turn, so both allocations are reused.
         let mut batch: VecDeque<Item> = VecDeque::new();
@@ -325,6 +334,7 @@ impl Writer {
                 *mid_line = true;
                 IoSlice::advance_slices(&mut remaining, written);
             }
+            socket.flush().await?;
             *mid_line = false;
             drop(slices);
             batch.clear();
@@ -347,5 +357,39 @@ impl Mode {
         } else {
             Mode::Plain
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_protocol::NoticeCode;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_socket_that_holds_bytes_back_is_flushed_after_each_batch() {
+        // Like TLS, a BufWriter keeps what it was given until flushed.
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (outbox, writer) = channel(0);
+        let shutdown = CancellationToken::new();
+        let second = Duration::from_secs(1);
+        let task = tokio::spawn(writer.run(
+            tokio::io::BufWriter::new(near),
+            shutdown.clone(),
+            second,
+            second,
+        ));
+        for text in ["first", "second"] {
+            let notice = ServerEvent::notice(NoticeCode::Other, text);
+            outbox.reply(notice).expect("room in the queue");
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(5), far.read(&mut buf))
+                .await
+                .expect("the line is sent, not held back")
+                .expect("read");
+            assert_eq!(&buf[..n], format!("notice: {text}\n").as_bytes());
+        }
+        outbox.close();
+        task.await.expect("the writer ends");
     }
 }

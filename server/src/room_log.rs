@@ -1,13 +1,16 @@
 //! The room log: every room event (chat line, join, leave, rename) with its `seq` and `ts`,
 //! durable on embedded SQLite, and the history queries answered from it.
 //!
-//! **Write-ahead, in groups.** The hub gives each event its `seq` and hands it here; one
-//! writer thread commits whatever has queued up in one transaction, then wakes the delivery
-//! task ([`RoomLog::committed`]), which only then has the hub deliver those events. So no
-//! user ever receives a line that is not in the log, and a burst of lines costs one commit,
-//! not one per line. The writer is a plain OS thread, not a tokio task: a commit blocks, and
-//! it runs on the second core beside the runtime. Delivery stays on the runtime: one wake
-//! per commit, instead of one cross-thread wake per connection the lines go to.
+//! **Write-ahead, in groups.** The hub gives each event its `seq` and appends it here. A
+//! commit task on the runtime wakes once per turn of the runtime in which events were
+//! appended, lets the other tasks woken in that turn run first (so everything read in one
+//! go joins the same group), commits the group in one transaction, and then wakes the
+//! delivery task ([`RoomLog::committed`]), which only then has the hub deliver those events.
+//! So no user ever receives a line that is not in the log, and a burst of lines costs one
+//! commit, not one per line. A commit in WAL mode without fsync is a couple of `pwrite`s,
+//! cheaper on the runtime's own thread than handing every group to another thread and back
+//! (which cost two wake-ups and an idle runtime per group); with `--history-sync full` each
+//! commit waits for a disk flush, so it runs on the blocking pool instead.
 //!
 //! **Durability.** WAL mode. With `synchronous=NORMAL` (the default) a commit is written to
 //! the WAL file but not fsynced: it survives the server being killed (`kill -9`, a crash), and
@@ -15,8 +18,9 @@
 //! `--history-sync full` fsyncs every commit, so it survives power loss too, at the price of
 //! a disk flush per group commit.
 //!
-//! **Retention** runs on the writer thread between commits, in small chunks, at least every
-//! 10 s: never on the path that fans lines out to users.
+//! **Retention** runs on the blocking pool at least every 10 s, in small chunks that each
+//! hold the database only briefly: never on the path that fans lines out to users. History
+//! reads run there too.
 //!
 //! **One server per file.** The database file is locked (`flock`) for the log's life, so a
 //! second server on the same file fails at start with a clear error.
@@ -27,9 +31,10 @@ use chat_protocol::ServerEvent;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Where the log lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,36 +106,29 @@ pub enum Query {
 
 /// Sweeps for expired events at least this often, by default.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Rows deleted per retention transaction, so a sweep never holds the writer for long.
+/// Rows deleted per retention transaction, so a sweep never holds the database for long.
 const SWEEP_CHUNK: i64 = 2_000;
-/// Events committed in one transaction at most.
-const MAX_GROUP: usize = 4_096;
-
-/// What the writer thread is asked to do, in order.
-enum Job {
-    Append(Entry),
-    /// A history read, answered between commits on the writer's connection: the log holds
-    /// the database in exclusive locking mode, which saves every commit the half-dozen
-    /// `fcntl` calls of WAL's shared-memory locks, and reads are rare beside writes.
-    Query {
-        query: Query,
-        /// Newest seq delivered when the read was asked.
-        bound: u64,
-        answer: tokio::sync::oneshot::Sender<rusqlite::Result<Answer>>,
-    },
-}
 
 /// The open log: where the hub appends and where history is read.
 pub struct RoomLog {
-    jobs: Mutex<Option<Sender<Job>>>,
-    /// Newest seq committed; the writer raises it and then wakes `commits`.
+    /// The one connection, in exclusive locking mode: no other connection may share the
+    /// database, which saves every commit the half-dozen `fcntl` calls of WAL's
+    /// shared-memory locks. Commits, reads and retention take turns on it.
+    db: Mutex<Connection>,
+    config: HistoryConfig,
+    /// Events appended and not yet committed, in seq order.
+    appended: Mutex<Vec<Entry>>,
+    /// Wakes the commit task when `appended` goes from empty to non-empty.
+    wake_commit: Notify,
+    /// Newest seq committed; the commit task raises it and then wakes `commits`.
     committed: AtomicU64,
-    commits: tokio::sync::Notify,
-
+    commits: Notify,
     /// Newest seq delivered to users: answers never go past it, so an answer holds only
     /// events its asker has been sent (or missed) already.
     delivered: AtomicU64,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Tells the commit task to commit what is left and stop.
+    closing: CancellationToken,
+    commit_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Keeps the database file locked against a second server.
     _lock: Option<std::fs::File>,
 }
@@ -138,17 +136,15 @@ pub struct RoomLog {
 impl std::fmt::Debug for RoomLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoomLog")
+            .field("committed", &self.committed)
             .field("delivered", &self.delivered)
             .finish_non_exhaustive()
     }
 }
 
-/// The log as opened, before its writer runs ([`Opened::start`]).
+/// The log as opened, before its commit task runs ([`RoomLog::start`]).
 pub struct Opened {
-    writer: Connection,
     log: RoomLog,
-    receiver: Receiver<Job>,
-    config: HistoryConfig,
     /// The newest seq ever given out (0 for a new log): the next event gets one more.
     pub last_seq: u64,
 }
@@ -157,13 +153,8 @@ impl RoomLog {
     /// Opens (creating if need be) the log. Every failure (a locked, corrupt or unwritable
     /// file) is an error that says which file and why.
     pub fn open(config: &HistoryConfig) -> anyhow::Result<Opened> {
-        let (path, flags, lock) = match &config.db {
-            HistoryDb::Memory => {
-                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                (":memory:".to_string(), flags, None)
-            }
+        let (path, lock) = match &config.db {
+            HistoryDb::Memory => (":memory:".to_string(), None),
             HistoryDb::File(path) => {
                 let shown = path.display();
                 let file = std::fs::OpenOptions::new()
@@ -183,10 +174,7 @@ impl RoomLog {
                             .with_context(|| format!("cannot lock history database {shown}"));
                     }
                 }
-                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                (path.to_string_lossy().into_owned(), flags, Some(file))
+                (path.to_string_lossy().into_owned(), Some(file))
             }
         };
         let shown = match &config.db {
@@ -194,37 +182,39 @@ impl RoomLog {
             HistoryDb::File(path) => path.display().to_string(),
         };
         let context = || format!("cannot use history database {shown}");
-        let writer = Connection::open_with_flags(&path, flags).with_context(context)?;
-        prepare_writer(&writer, config).with_context(context)?;
-        let last_seq = last_seq(&writer).with_context(context)?;
-        let (jobs, receiver) = std::sync::mpsc::channel();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&path, flags).with_context(context)?;
+        prepare_writer(&connection, config).with_context(context)?;
+        let last_seq = last_seq(&connection).with_context(context)?;
         Ok(Opened {
-            writer,
-            receiver,
-            config: config.clone(),
             last_seq,
             log: RoomLog {
-                jobs: Mutex::new(Some(jobs)),
+                db: Mutex::new(connection),
+                config: config.clone(),
+                appended: Mutex::new(Vec::new()),
+                wake_commit: Notify::new(),
                 committed: AtomicU64::new(last_seq),
-                commits: tokio::sync::Notify::new(),
-
+                commits: Notify::new(),
                 delivered: AtomicU64::new(last_seq),
-                writer: Mutex::new(None),
+                closing: CancellationToken::new(),
+                commit_task: Mutex::new(None),
                 _lock: lock,
             },
         })
     }
 
-    /// Queues an event for the next group commit. Called under the hub's lock, in seq order.
-    pub fn append(&self, entry: Entry) {
-        self.send(Job::Append(entry));
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, job: Job) {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(jobs) = jobs.as_ref() {
-            // Fails only once the writer is gone, at the very end of shutdown.
-            let _ = jobs.send(job);
+    /// Queues an event for the next group commit. Called under the hub's lock, in seq order.
+    pub fn append(&self, entry: Entry) {
+        let mut appended = self.appended.lock().unwrap_or_else(|e| e.into_inner());
+        appended.push(entry);
+        if appended.len() == 1 {
+            self.wake_commit.notify_one();
         }
     }
 
@@ -245,50 +235,128 @@ impl RoomLog {
         self.delivered.fetch_max(seq, Ordering::Release);
     }
 
-    /// Answers a history query, on the writer thread between commits (off the runtime).
-    pub async fn query(&self, query: Query) -> anyhow::Result<Answer> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
+    /// Answers a history query, on the blocking pool.
+    pub async fn query(self: &Arc<Self>, query: Query) -> anyhow::Result<Answer> {
         let bound = self.delivered.load(Ordering::Acquire);
-        self.send(Job::Query {
-            query,
-            bound,
-            answer,
-        });
-        Ok(answered.await.context("the room log has closed")??)
+        let log = self.clone();
+        Ok(tokio::task::spawn_blocking(move || run_query(&log.db(), query, bound)).await??)
     }
 
-    /// Stops the writer once it has committed everything queued, and waits for it.
-    pub fn close(&self) {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = writer.join();
+    /// Commits whatever is still appended, stops the commit task and waits for it. The
+    /// database file is released when the last handle on the log is dropped.
+    pub async fn close(&self) {
+        self.closing.cancel();
+        let task = self
+            .commit_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
+    }
+
+    /// Takes what was appended since the last commit.
+    fn take_group(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.appended.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Commits `group` (retrying while the disk refuses: a line is delivered only once it
+    /// is in the log, so the room waits rather than deliver lines missing from history), then
+    /// announces it.
+    async fn commit_group(self: &Arc<Self>, group: Vec<Entry>) {
+        let Some(newest) = group.last().map(|entry| entry.seq) else {
+            return;
+        };
+        let mut delay = Duration::from_millis(10);
+        let mut group = group;
+        // The commit's latency, as the room waits for it: retries included.
+        let started = std::time::Instant::now();
+        loop {
+            let result = if self.config.sync_full {
+                let log = self.clone();
+                match tokio::task::spawn_blocking(move || {
+                    let result = commit(&mut log.db(), &group);
+                    (group, result)
+                })
+                .await
+                {
+                    Ok((back, result)) => {
+                        group = back;
+                        result
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "room log commit task failed");
+                        return;
+                    }
+                }
+            } else {
+                commit(&mut self.db(), &group)
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, events = group.len(), "cannot write the room log; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        let metrics = crate::telemetry::counters();
+        metrics
+            .history_commit_seconds
+            .record(started.elapsed().as_secs_f64());
+        metrics.history_events.increment(group.len() as u64);
+        self.committed.fetch_max(newest, Ordering::Release);
+        self.commits.notify_one();
     }
 }
 
 impl Opened {
-    /// Starts the writer thread.
-    pub fn start(self) -> anyhow::Result<Arc<RoomLog>> {
-        let Opened {
-            writer,
-            log,
-            receiver,
-            config,
-            ..
-        } = self;
-        let log = Arc::new(log);
-        let shared = log.clone();
-        let on_commit = move |seq| {
-            shared.committed.fetch_max(seq, Ordering::Release);
-            shared.commits.notify_one();
-        };
-        let handle = std::thread::Builder::new()
-            .name("room-log".into())
-            .spawn(move || write_loop(writer, receiver, &config, on_commit))
-            .context("cannot start the room log's writer thread")?;
-        *log.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok(log)
+    /// The log, ready for [`RoomLog::start`].
+    pub fn into_log(self) -> Arc<RoomLog> {
+        Arc::new(self.log)
+    }
+}
+
+impl RoomLog {
+    /// Starts the commit task on the current runtime: nothing appended is committed (or
+    /// delivered) before this.
+    pub fn start(self: &Arc<Self>) {
+        let task = tokio::spawn(commit_loop(self.clone()));
+        *self.commit_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+}
+
+/// Commits each group as it forms, and runs retention at least every `sweep_every`.
+async fn commit_loop(log: Arc<RoomLog>) {
+    let every = log.config.sweep_every;
+    let sweep_at = tokio::time::sleep(every);
+    tokio::pin!(sweep_at);
+    loop {
+        tokio::select! {
+            biased;
+            _ = log.wake_commit.notified() => {
+                // The sessions woken in this turn of the runtime run first and append what
+                // they read: one group, one commit.
+                tokio::task::yield_now().await;
+                log.commit_group(log.take_group()).await;
+            }
+            _ = &mut sweep_at => {
+                sweep_at.as_mut().reset(tokio::time::Instant::now() + every);
+                let sweeper = log.clone();
+                let newest = log.committed_now();
+                let swept = tokio::task::spawn_blocking(move || sweep(&sweeper, newest)).await;
+                if let Ok(Err(e)) = swept {
+                    tracing::error!(error = %e, "history retention sweep failed");
+                }
+            }
+            _ = log.closing.cancelled() => {
+                log.commit_group(log.take_group()).await;
+                tracing::debug!("room log closed");
+                return;
+            }
+        }
     }
 }
 
@@ -338,70 +406,6 @@ fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
     Ok(stored.unwrap_or(0).max(newest.unwrap_or(0)).max(0) as u64)
 }
 
-fn write_loop(
-    mut connection: Connection,
-    receiver: Receiver<Job>,
-    config: &HistoryConfig,
-    on_commit: impl Fn(u64),
-) {
-    let mut group: Vec<Entry> = Vec::new();
-    let mut queries = Vec::new();
-    let every = config.sweep_every;
-    let mut last_sweep = Instant::now();
-    let mut newest = 0u64;
-    loop {
-        let wait = every.saturating_sub(last_sweep.elapsed());
-        let first = match receiver.recv_timeout(wait) {
-            Ok(job) => Some(job),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        for job in first.into_iter().chain(receiver.try_iter().take(MAX_GROUP)) {
-            match job {
-                Job::Append(entry) => group.push(entry),
-                Job::Query {
-                    query,
-                    bound,
-                    answer,
-                } => queries.push((query, bound, answer)),
-            }
-        }
-        if let Some(last) = group.last() {
-            newest = last.seq;
-            commit_until_it_works(&mut connection, &group);
-            group.clear();
-            on_commit(newest);
-        }
-        for (query, bound, answer) in queries.drain(..) {
-            let _ = answer.send(run_query(&connection, query, bound));
-        }
-        if last_sweep.elapsed() >= every {
-            last_sweep = Instant::now();
-            if let Err(e) = sweep(&mut connection, config, newest) {
-                tracing::error!(error = %e, "history retention sweep failed");
-            }
-        }
-    }
-    // The hub is gone: whatever was still queued has been committed above.
-    tracing::debug!("room log closed");
-}
-
-/// Commits `group`, retrying while the disk refuses: a line is delivered only once it is in
-/// the log, so the room waits rather than deliver lines that would be missing from history.
-fn commit_until_it_works(connection: &mut Connection, group: &[Entry]) {
-    let mut delay = Duration::from_millis(10);
-    loop {
-        match commit(connection, group) {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(error = %e, events = group.len(), "cannot write the room log; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
 fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> {
     let tx = connection.transaction()?;
     {
@@ -429,28 +433,28 @@ fn remember_last_seq(connection: &Connection, seq: u64) -> rusqlite::Result<()> 
 }
 
 /// Deletes what retention no longer keeps, a chunk per transaction.
-fn sweep(connection: &mut Connection, config: &HistoryConfig, newest: u64) -> rusqlite::Result<()> {
-    let newest = newest.max(last_seq(connection)?);
-    remember_last_seq(connection, newest)?;
+fn sweep(log: &RoomLog, newest: u64) -> rusqlite::Result<()> {
+    let config = &log.config;
+    let newest = {
+        let db = log.db();
+        let newest = newest.max(last_seq(&db)?);
+        remember_last_seq(&db, newest)?;
+        newest
+    };
+    let mut keep_from = None;
     if config.max_events != 0 && newest > config.max_events {
-        let keep_from = (newest - config.max_events + 1) as i64;
-        delete_chunks(
-            connection,
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
-            keep_from,
-        )?;
+        keep_from = Some((newest - config.max_events + 1) as i64);
     }
     if !config.retention.is_zero() {
         let cutoff = now_ms() - i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX);
-        if let Some(keep_from) = first_seq_at_or_after(connection, cutoff)? {
-            delete_chunks(
-                connection,
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
-                keep_from,
-            )?;
+        if let Some(by_age) = first_seq_at_or_after(&log.db(), cutoff)? {
+            keep_from = keep_from.max(Some(by_age));
         }
     }
-    Ok(())
+    match keep_from {
+        Some(keep_from) => delete_before(log, keep_from),
+        None => Ok(()),
+    }
 }
 
 /// The first seq whose time is at or after `cutoff_ms` (one past the newest if none is), by
@@ -482,9 +486,14 @@ fn first_seq_at_or_after(connection: &Connection, cutoff_ms: i64) -> rusqlite::R
     Ok(Some(low))
 }
 
-fn delete_chunks(connection: &mut Connection, sql: &str, bound: i64) -> rusqlite::Result<()> {
+/// Deletes every event older than `keep_from`, a chunk per transaction, letting commits
+/// take their turn between chunks.
+fn delete_before(log: &RoomLog, keep_from: i64) -> rusqlite::Result<()> {
     loop {
-        let deleted = connection.execute(sql, params![bound, SWEEP_CHUNK])?;
+        let deleted = log.db().execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq < ?1 ORDER BY seq LIMIT ?2)",
+            params![keep_from, SWEEP_CHUNK],
+        )?;
         if deleted < SWEEP_CHUNK as usize {
             return Ok(());
         }

@@ -4,15 +4,27 @@
 //! The server runs in-process through [`chat_server::run`], the same function the binary
 //! calls. [`ServerProcess`] runs the built binary instead, for what only it does (flags,
 //! signals) and for measuring its memory: `tests/binary.rs`, `tests/process.rs`.
+//!
+//! For TLS, [`TestCa`] makes a private certificate authority and server certificates with
+//! rcgen, in the test, and [`Client`] works over a TLS stream as over TCP. [`scrape`] and
+//! [`http_get`] read the metrics endpoint.
 
 use chat_protocol::{ClientCommand, HELLO_LINE, ServerEvent};
 use chat_server::Config;
+use chat_server::tls::Certs;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf,
+    WriteHalf,
+};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 /// How long any single expected event may take before a test fails. Generous, because the
@@ -22,6 +34,8 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// A server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The TLS address, for servers started with [`TestServer::with_tls`].
+    pub tls_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -45,9 +59,50 @@ impl TestServer {
         let handle = tokio::spawn(chat_server::run(listener, config, shutdown.clone()));
         TestServer {
             addr,
+            tls_addr: None,
             shutdown,
             handle,
         }
+    }
+
+    /// A server listening for plain and TLS connections, with `certs` on the TLS side.
+    pub async fn with_tls(config: Config, certs: Arc<Certs>) -> TestServer {
+        let bind = || async {
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0")
+        };
+        let (listener, tls) = (bind().await, bind().await);
+        let addr = listener.local_addr().expect("local addr");
+        let tls_addr = tls.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let server = chat_server::Server::open(config)
+            .expect("open the server")
+            .with_tls(tls, certs);
+        let handle = tokio::spawn(server.run(listener, shutdown.clone()));
+        TestServer {
+            addr,
+            tls_addr: Some(tls_addr),
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Connects to the TLS address, trusting `ca`.
+    pub async fn connect_tls(&self, ca: &TestCa) -> TlsClient {
+        let addr = self.tls_addr.expect("a server started with_tls");
+        Client::connect_tls(addr, &ca.connector())
+            .await
+            .expect("TLS handshake")
+    }
+
+    /// Connects over TLS and reads past this client's own `login` and `I am here`.
+    pub async fn join_tls(&self, ca: &TestCa) -> TlsClient {
+        let mut client = self.connect_tls(ca).await;
+        let me = client.addr.clone();
+        client.expect(&format!("[{me}]{me}: login")).await;
+        client.expect(&format!("[{me}]{me}: I am here")).await;
+        client
     }
 
     pub async fn connect(&self) -> Client {
@@ -86,18 +141,72 @@ impl TestServer {
     }
 }
 
-/// A plain TCP client, like nc.
-pub struct Client {
+/// A client, like nc: over plain TCP by default, or over TLS ([`TlsClient`]).
+pub struct Client<R = OwnedReadHalf, W = OwnedWriteHalf> {
     /// This client's address as the server sees it: the `ADDR` in its lines.
     pub addr: String,
-    lines: Lines,
-    writer: OwnedWriteHalf,
+    lines: Lines<R>,
+    writer: W,
+    /// The certificate a TLS server presented (DER); empty over plain TCP.
+    server_certificate: Vec<u8>,
 }
 
 /// The reading side of a [`Client`]: lines with a deadline.
-pub struct Lines {
+pub struct Lines<R = OwnedReadHalf> {
     pub addr: String,
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<R>,
+}
+
+/// A TLS client stream.
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A client like `ncat --ssl`.
+pub type TlsClient = Client<ReadHalf<TlsStream>, WriteHalf<TlsStream>>;
+
+impl TlsClient {
+    /// Connects and completes a TLS handshake for `localhost`, verifying with `connector`.
+    /// The error is the handshake's (a certificate the connector does not trust, say).
+    pub async fn connect_tls(
+        server: SocketAddr,
+        connector: &TlsConnector,
+    ) -> std::io::Result<TlsClient> {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(server))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        TlsClient::over(stream, connector).await
+    }
+
+    /// Completes a TLS handshake for `localhost` on a connected `stream`.
+    pub async fn over(stream: TcpStream, connector: &TlsConnector) -> std::io::Result<TlsClient> {
+        let addr = stream.local_addr().expect("local addr").to_string();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+        let tls = tokio::time::timeout(STEP, connector.connect(name, stream))
+            .await
+            .expect("TLS handshake in time")?;
+        let server_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.as_ref().to_vec())
+            .unwrap_or_default();
+        let (reader, writer) = tokio::io::split(tls);
+        Ok(Client {
+            addr: addr.clone(),
+            lines: Lines {
+                addr,
+                reader: BufReader::new(reader),
+            },
+            writer,
+            server_certificate,
+        })
+    }
+
+    /// The certificate the server presented.
+    pub fn server_certificate(&self) -> &[u8] {
+        &self.server_certificate
+    }
 }
 
 impl Client {
@@ -115,12 +224,8 @@ impl Client {
                 reader: BufReader::new(reader),
             },
             writer,
+            server_certificate: Vec::new(),
         }
-    }
-
-    /// Splits off the reading side, for tests that read in one task and write in another.
-    pub fn split(self) -> (Lines, OwnedWriteHalf) {
-        (self.lines, self.writer)
     }
 
     /// The socket itself, for tests that end it in unusual ways.
@@ -130,6 +235,13 @@ impl Client {
             .into_inner()
             .reunite(self.writer)
             .expect("halves of one stream")
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
+    /// Splits off the reading side, for tests that read in one task and write in another.
+    pub fn split(self) -> (Lines<R>, W) {
+        (self.lines, self.writer)
     }
 
     /// Sends `line` and a `\n`.
@@ -144,6 +256,8 @@ impl Client {
     /// Sends bytes as they are, in one write.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
+        // A TLS stream may hold bytes back until flushed; a TCP half sends at once.
+        self.writer.flush().await.expect("flush");
     }
 
     /// Closes the sending half, as nc does at the end of its input with `-N`.
@@ -204,7 +318,7 @@ impl Client {
     }
 }
 
-impl Lines {
+impl<R: AsyncRead + Unpin> Lines<R> {
     /// The next line, without its `\n`, as lossy UTF-8. Panics on EOF or after [`STEP`].
     pub async fn line(&mut self) -> String {
         self.try_line()
@@ -215,10 +329,14 @@ impl Lines {
     /// The next line, or `None` at EOF. Panics after [`STEP`].
     pub async fn try_line(&mut self) -> Option<String> {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
+        let read = tokio::time::timeout(STEP, self.reader.read_until(b'\n', &mut buf))
             .await
-            .unwrap_or_else(|_| panic!("{}: no line within {STEP:?}", self.addr))
-            .expect("read");
+            .unwrap_or_else(|_| panic!("{}: no line within {STEP:?}", self.addr));
+        let n = match read {
+            // TLS without its close_notify: still the end of the stream.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && buf.is_empty() => 0,
+            read => read.expect("read"),
+        };
         if n == 0 {
             return None;
         }
@@ -288,6 +406,12 @@ pub fn said(addr: &str, name: &str, text: &str) -> String {
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// Where it listens for TLS, if `--tls-listen` was given.
+    pub tls_addr: Option<SocketAddr>,
+    /// Where it serves metrics, if `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Its log lines (stderr) after the one that says where it listens.
+    log: std::sync::mpsc::Receiver<String>,
     /// Holds the room log's file (unless the test chose its own `--history-db`); removed
     /// when the test ends.
     pub dir: tempfile::TempDir,
@@ -344,23 +468,61 @@ impl ServerProcess {
             .spawn()
             .expect("start chat-server");
         let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, log) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(STEP)
-            .expect("the server logs its address")
-            .parse()
-            .expect("a socket address");
-        ServerProcess { child, addr, dir }
+        let after = |line: &str, marker: &str| -> Option<SocketAddr> {
+            let addr = line.split(marker).nth(1)?;
+            Some(addr.trim().parse().expect("a socket address"))
+        };
+        let (mut tls_addr, mut metrics_addr) = (None, None);
+        // The TLS and metrics addresses are logged before the plain one.
+        let addr = loop {
+            let line = log.recv_timeout(STEP).expect("the server logs its address");
+            tls_addr = tls_addr.or_else(|| after(&line, "listening for TLS on "));
+            metrics_addr = metrics_addr.or_else(|| after(&line, "serving metrics on "));
+            if let Some(addr) = after(&line, "listening on ") {
+                break addr;
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            tls_addr,
+            metrics_addr,
+            log,
+            dir,
+        }
+    }
+
+    /// Waits (at most [`STEP`]) for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?} within {STEP:?}: {e}"),
+            }
+        }
+    }
+
+    /// Sends the process a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
@@ -568,4 +730,121 @@ pub fn assert_complete(received: &[Received], senders: usize, each: usize) {
             panic!("clients 0 and {client} differ in order at message {at}");
         }
     }
+}
+
+/// A private certificate authority made for one test, and server certificates it signs for
+/// `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    /// The CA's certificate, PEM: what a client is told to trust (`--tls-ca`).
+    pub cert_pem: String,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        TestCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A new server certificate and key, PEM, for `localhost` and `127.0.0.1`.
+    pub fn server_pem(&self) -> (String, String) {
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes a new server certificate and key as `NAME.crt` and `NAME.key` in `dir`.
+    pub fn write_server_files(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.server_pem();
+        let cert_path = dir.join(format!("{name}.crt"));
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert).expect("write the certificate");
+        std::fs::write(&key_path, key).expect("write the key");
+        (cert_path, key_path)
+    }
+
+    /// The server's [`Certs`], from new files in `dir`.
+    pub fn server_certs(&self, dir: &Path) -> Arc<Certs> {
+        let (cert, key) = self.write_server_files(dir, "server");
+        Certs::load(&cert, &key).expect("load the test certificate")
+    }
+
+    /// Writes the CA certificate as `NAME` in `dir` (for `chat-tui --tls-ca`).
+    pub fn write_ca_file(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, &self.cert_pem).expect("write the CA certificate");
+        path
+    }
+
+    /// A TLS client configuration that trusts this CA only.
+    pub fn connector(&self) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).expect("a trust anchor");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// One HTTP/1.1 GET (or another `method`) of `path`: the status code and the body.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8(response).expect("UTF-8")
+    };
+    let response = tokio::time::timeout(STEP, exchange)
+        .await
+        .expect("an HTTP answer in time");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// `GET path`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path).await
+}
+
+/// The metrics, scraped: `name{labels}` (as Prometheus prints it) to value.
+pub async fn scrape(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }

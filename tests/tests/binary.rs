@@ -54,6 +54,13 @@ const FLAGS: &[(&str, Option<&str>)] = &[
     ("--history-max-events", Some("1000000")),
     ("--history-sync", Some("normal")),
     ("--threads", Some("0")),
+    // Off unless given (each also has its CHAT_ variable).
+    ("--tls-listen", None),
+    ("--tls-cert", None),
+    ("--tls-key", None),
+    ("--password-file", None),
+    ("--metrics-listen", None),
+    ("--log-json", None),
     ("--help", None),
     ("--version", None),
 ];

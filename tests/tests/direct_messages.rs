@@ -686,3 +686,19 @@ async fn a_json_sender_is_told_when_the_recipient_is_gone() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn invalid_utf8_in_a_dm_is_replaced_and_the_sender_told() {
+    let server = TestServer::start().await;
+    let [mut alice, mut bob] = room(&server, ["alice", "bob"]).await;
+    let a = alice.addr.clone();
+    alice.send_raw(b"to|bob|caf\xe9 \xff\n").await;
+    alice
+        .expect("error: your line was not valid UTF-8; invalid bytes were replaced with U+FFFD")
+        .await;
+    let line = dm(&a, "alice", "bob", "caf\u{FFFD} \u{FFFD}");
+    alice.expect(&line).await;
+    bob.expect(&line).await;
+    next_is_marker(&mut alice, "alice", &mut [&mut bob]).await;
+    server.stop().await;
+}

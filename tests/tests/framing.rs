@@ -21,14 +21,21 @@ async fn one_line_across_several_writes_is_one_message() {
     let server = TestServer::start().await;
     let mut alice = server.join().await;
     let a = alice.addr.clone();
+    // Pauses between the parts, so they arrive as separate segments and the server reads
+    // them separately (what the original got wrong); nothing to wait for instead: the
+    // server answers nothing until the line is complete.
+    let apart = std::time::Duration::from_millis(30);
     for part in [&b"hel"[..], b"lo wo", b"rld\r", b"\n"] {
         alice.send_raw(part).await;
-        tokio::task::yield_now().await;
+        tokio::time::sleep(apart).await;
     }
-    alice.send("wh").await;
-    alice.send_raw("o".as_bytes()).await;
+    alice.send_raw(b"wh").await;
+    tokio::time::sleep(apart).await;
+    alice.send_raw(b"o\n").await;
     alice.expect(&said(&a, &a, "hello world")).await;
-    alice.expect(&said(&a, &a, "wh")).await;
+    // `who`, in two writes, is still the command.
+    alice.expect("user list:").await;
+    alice.expect(&format!("{a}:{a}")).await;
     server.stop().await;
 }
 

@@ -190,3 +190,30 @@ async fn sigterm_with_a_thousand_users_tells_each_and_exits_within_two_seconds()
         .expect("wait task");
     assert!(status.expect("wait").success());
 }
+
+/// A thousand clients connecting at the same moment (well under `--max-clients`) are each
+/// greeted. With the listen backlog at 128 (tokio's `TcpListener::bind`, like std's), the
+/// accept queue overflows; with SYN cookies on (Linux's default) a client whose handshake
+/// overflowed believes it is connected, but the server never accepts it: no `login`, ever,
+/// until the client sends something and gets a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_simultaneous_connects_are_all_greeted() {
+    raise_fd_limit();
+    let server = ServerProcess::start(&["--rate", "0", "--max-per-ip", "0"]);
+    let clients: Vec<_> = (0..1000)
+        .map(|_| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let me = client.addr.clone();
+                client.expect(&said(&me, &me, "login")).await;
+                client
+            })
+        })
+        .collect();
+    let mut greeted = Vec::new();
+    for client in clients {
+        greeted.push(client.await.expect("every client is greeted within a step"));
+    }
+    assert_eq!(greeted.len(), 1000);
+}

@@ -61,7 +61,10 @@ struct Live {
 }
 
 async fn connect(server: SocketAddr, me: u64) -> Live {
-    let client = Client::connect(server).await;
+    connect_client(Client::connect(server).await, me)
+}
+
+fn connect_client(client: Client, me: u64) -> Live {
     let addr = client.addr.clone();
     let (reader, writer) = client.split();
     let (tx, echoes) = mpsc::unbounded_channel();
@@ -201,7 +204,14 @@ async fn soak() {
     .await;
     // The observer stays for the whole run and sees the global order. It keeps itself alive
     // with `who`, which also exercises `who` under load.
-    let mut observer = connect(server.addr, u64::MAX).await;
+    // It must be in the room before anyone else speaks: a session's join is not ordered by
+    // when its TCP connection was accepted, so wait for its own `I am here`.
+    let mut observer = {
+        let mut client = Client::connect(server.addr).await;
+        let me = client.addr.clone();
+        client.skip_until(&format!("[{me}]{me}: I am here")).await;
+        connect_client(client, u64::MAX)
+    };
     let observer_addr = observer.client_addr.clone();
     let until = Instant::now() + Duration::from_secs(secs);
     let users: Vec<_> = (0..clients)
