@@ -1,5 +1,6 @@
 //! Every limit the server enforces, with its default. `main.rs` maps each to a flag.
 
+use crate::cluster::ClusterConfig;
 use crate::room_log::HistoryConfig;
 use chat_protocol::limits;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct Config {
     /// The room log: where, for how long, how durable. The library's default keeps it in
     /// memory (tests); the binary's default is a file in the working directory.
     pub history: HistoryConfig,
+    /// Cluster mode: the room lives on this Redis, shared with the other nodes, instead of
+    /// the SQLite log (`history.db` is then unused). `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             flush_grace: Duration::from_secs(1),
             farewell_wait: Duration::from_secs(10),
             history: HistoryConfig::default(),
+            cluster: None,
         }
     }
 }

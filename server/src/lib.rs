@@ -14,7 +14,9 @@
 //!   the history answered from it.
 //! - [`outbox`]: one connection's bounded outgoing queue and the task that writes it.
 //! - [`memory`]: returning memory to the system after storms of joins and leaves.
+//! - [`cluster`]: several nodes serving one room through Redis (`--cluster`).
 
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod listener;

@@ -89,7 +89,8 @@ impl Drop for Slot {
 /// A server whose room log is open, ready to serve.
 pub struct Server {
     hub: Arc<Hub>,
-    log: Arc<RoomLog>,
+    /// `None` in cluster mode, where the room's log is on Redis.
+    log: Option<Arc<RoomLog>>,
     config: Config,
 }
 
@@ -97,11 +98,24 @@ impl Server {
     /// Opens the room log (creating it if need be) and continues its order. Fails, saying
     /// why, on a database that is locked by another server, corrupt or unwritable.
     pub fn open(config: Config) -> anyhow::Result<Server> {
+        if config.cluster.is_some() {
+            // Redis is reached in `run`, which is async.
+            let hub = Hub::new(0, config.idle_timeout);
+            return Ok(Server {
+                hub,
+                log: None,
+                config,
+            });
+        }
         let opened = RoomLog::open(&config.history)?;
         let hub = Hub::new(opened.last_seq, config.idle_timeout);
         let log = opened.start()?;
         hub.attach_log(log.clone());
-        Ok(Server { hub, log, config })
+        Ok(Server {
+            hub,
+            log: Some(log),
+            config,
+        })
     }
 
     /// Serves `listener` until `shutdown` is cancelled, then says goodbye to every user,
@@ -112,6 +126,9 @@ impl Server {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let Server { hub, log, config } = self;
+        let Some(log) = log else {
+            return run_cluster(hub, listener, config, shutdown).await;
+        };
         // Delivers what the log has committed, on the runtime, until every session is over.
         let deliveries = CancellationToken::new();
         let delivery = tokio::spawn(deliver_commits(
@@ -129,6 +146,23 @@ impl Server {
         hub.deliver_committed(log.committed_now());
         Ok(())
     }
+}
+
+/// Cluster mode: joins the room on Redis, serves, and on shutdown lets the room hear that
+/// this node's users left before unregistering.
+async fn run_cluster(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(cluster) = config.cluster.clone() else {
+        anyhow::bail!("not in cluster mode");
+    };
+    let running = crate::cluster::start(hub.clone(), cluster, config.history.max_events).await?;
+    serve(listener, hub, config, shutdown).await;
+    running.stop().await;
+    Ok(())
 }
 
 /// Opens the room log, then serves `listener` until `shutdown` is cancelled (see
