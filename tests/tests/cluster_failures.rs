@@ -70,7 +70,11 @@ async fn a_killed_node_s_users_leave_once_within_the_node_timeout() {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let name = if i == 0 { "victim".to_string() } else { v.addr.clone() };
+            let name = if i == 0 {
+                "victim".to_string()
+            } else {
+                v.addr.clone()
+            };
             (v.addr.clone(), name)
         })
         .collect();
@@ -115,7 +119,9 @@ async fn a_killed_node_s_users_leave_once_within_the_node_timeout() {
     // Nobody lists them, and their names are free.
     let listed = watcher.who().await;
     assert!(
-        names.iter().all(|(addr, _)| !listed.iter().any(|u| u.starts_with(addr.as_str()))),
+        names
+            .iter()
+            .all(|(addr, _)| !listed.iter().any(|u| u.starts_with(addr.as_str()))),
         "{listed:?}"
     );
     watcher.send("rename|victim").await;
@@ -248,7 +254,11 @@ async fn a_flood_across_an_outage_is_each_line_delivered_once_or_refused() {
     let mut back = false;
     let deadline = Instant::now() + STEP * 3;
     while echoed.len() + refused < total || !back {
-        assert!(Instant::now() < deadline, "{} + {refused} of {total}", echoed.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} + {refused} of {total}",
+            echoed.len()
+        );
         let line = lines.line().await;
         if let Some(n) = line.strip_prefix(&format!("[{s}]{s}: f ")) {
             echoed.push(n.parse::<usize>().expect("n"));
@@ -265,12 +275,20 @@ async fn a_flood_across_an_outage_is_each_line_delivered_once_or_refused() {
     }
     let extra = lines.skip_until(&said(&s, &s, "marker")).await;
     assert!(
-        !extra.iter().any(|l| l.contains(": f ") || l.starts_with("error:")),
+        !extra
+            .iter()
+            .any(|l| l.contains(": f ") || l.starts_with("error:")),
         "more answers than lines: {extra:?}"
     );
     assert_eq!(echoed.len() + refused, total);
-    assert!(refused > 0, "the outage refused nothing: nothing was tested");
-    assert!(echoed.windows(2).all(|w| w[0] < w[1]), "echoes out of order or doubled");
+    assert!(
+        refused > 0,
+        "the outage refused nothing: nothing was tested"
+    );
+    assert!(
+        echoed.windows(2).all(|w| w[0] < w[1]),
+        "echoes out of order or doubled"
+    );
     // The other node delivered exactly the same lines, in the same order (it had read up
     // to the third already).
     let rest: Vec<usize> = echoed.iter().copied().filter(|n| *n > total / 3).collect();
