@@ -2,8 +2,9 @@
 //!
 //! All behaviour lives in `chat_tui::app`; this file turns terminal events, server events
 //! and clock ticks into messages, carries out the effects, and draws when something changed,
-//! after draining every pending event so a flood of lines never makes typing lag.
-//! The terminal is restored on every way out: normal exit, error, panic, SIGTERM and SIGHUP.
+//! after draining pending events so a flood of lines never makes typing lag.
+//! The terminal is restored on every way out: normal exit, error, panic, and (on Unix)
+//! SIGINT, SIGQUIT, SIGTERM and SIGHUP sent from outside (Ctrl+C itself is a key in raw mode).
 
 use anyhow::Context as _;
 use chat_tui::app::{App, Effect, Msg, Settings};
@@ -23,14 +24,14 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use std::io::{Stdout, Write as _, stdout};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, Receiver, UnboundedSender};
 
 /// How often the app hears the clock (pacing, user-list refresh). Ticks that change nothing
 /// visible cause no redraw.
 const TICK: Duration = Duration::from_millis(250);
-/// Most events applied between two draws, so the screen keeps up during a flood.
-const MAX_BATCH: usize = 20_000;
+/// Most events applied between two draws, so the screen keeps up during a flood. What is
+/// still waiting after a batch shows in the status bar as how far behind the client is.
+const MAX_BATCH: usize = 2_048;
 
 /// A terminal chat client for chat-server.
 #[derive(Debug, Parser)]
@@ -100,11 +101,55 @@ fn setup_terminal() -> anyhow::Result<(Tui, TerminalGuard)> {
     Ok((terminal, guard))
 }
 
-/// Lets the end-to-end tests check that a panic restores the terminal (`tests/e2e.rs`).
-/// Debug builds only: a release build ignores the variable.
+/// Lets the end-to-end tests check that a panic restores the terminal (`tests/e2e.rs`), in
+/// debug and release builds alike: with `CHAT_TUI_TEST_PANIC` set, the first frame drawn is
+/// followed by a panic. Nobody sets it by accident, and all it can do is end the program.
 fn panic_if_asked() {
-    if cfg!(debug_assertions) && std::env::var_os("CHAT_TUI_TEST_PANIC").is_some() {
+    if std::env::var_os("CHAT_TUI_TEST_PANIC").is_some() {
         panic!("panic requested by CHAT_TUI_TEST_PANIC");
+    }
+}
+
+/// The signals that end the program from outside, each handled like a quit so the terminal
+/// is restored: SIGINT, SIGQUIT, SIGTERM and SIGHUP. Registered before the terminal goes raw.
+#[cfg(unix)]
+struct Signals(Vec<tokio::signal::unix::Signal>);
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        [
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ]
+        .into_iter()
+        .map(signal)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map(Signals)
+    }
+
+    /// Waits for any of them.
+    async fn recv(&mut self) {
+        let waits = self.0.iter_mut().map(|signal| Box::pin(signal.recv()));
+        futures_util::future::select_all(waits).await;
+    }
+}
+
+/// Elsewhere only Ctrl+C (as a console event) can be caught.
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -132,14 +177,13 @@ fn tick_msg() -> Msg {
 async fn run(
     terminal: &mut Tui,
     mut app: App,
+    mut signals: Signals,
     commands: UnboundedSender<chat_protocol::ClientCommand>,
-    mut net_events: UnboundedReceiver<NetEvent>,
+    mut net_events: Receiver<NetEvent>,
 ) -> anyhow::Result<()> {
     let mut terminal_events = EventStream::new();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let size = terminal.size()?;
     app.update(Msg::Resize {
         width: size.width,
@@ -163,8 +207,7 @@ async fn run(
                 None => anyhow::bail!("the connection task stopped"),
             },
             _ = ticks.tick() => Some(tick_msg()),
-            _ = sigterm.recv() => return Ok(()),
-            _ = sighup.recv() => return Ok(()),
+            () = signals.recv() => return Ok(()),
         };
         let mut batch: Vec<Msg> = first.into_iter().collect();
         // Keys first, then everything the server sent meanwhile, then one draw for all.
@@ -176,6 +219,8 @@ async fn run(
         {
             batch.push(Msg::Net(event));
         }
+        // What the connection has read and the app not yet applied: how far behind it is.
+        batch.push(Msg::Backlog(net_events.len()));
         let mut bell = false;
         for msg in batch {
             for effect in app.update(msg) {
@@ -208,17 +253,26 @@ async fn main() -> anyhow::Result<()> {
         bell: !args.no_bell,
     };
     let (command_tx, command_rx) = mpsc::unbounded_channel();
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::channel(net::EVENT_QUEUE);
     let connection = tokio::spawn(net::run(
         NetConfig::new(args.server, args.plain),
         command_rx,
         event_tx,
     ));
+    let signals = Signals::new().context("cannot handle signals")?;
     let (mut terminal, guard) = setup_terminal()?;
-    let result = run(&mut terminal, App::new(settings), command_tx, event_rx).await;
+    let result = run(
+        &mut terminal,
+        App::new(settings),
+        signals,
+        command_tx,
+        event_rx,
+    )
+    .await;
     drop(guard);
-    // `run` has dropped its end of the command channel: the connection task writes what it
-    // was already given, then ends. Give it a moment, not forever.
+    // `run` has dropped its ends of the channels: the connection task writes what it was
+    // already given, closes its side and reads the server's last words (at most
+    // `net::FAREWELL`), then ends. Give it a moment, not forever.
     let _ = tokio::time::timeout(QUIT_FLUSH, connection).await;
     result
 }

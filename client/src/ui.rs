@@ -1,28 +1,22 @@
 //! The view: draws an [`App`] and never changes it.
 //!
-//! The message pane is drawn from its newest visible row upwards (a scroll position is an
-//! entry and a row within it), wrapping only the entries that fit on screen, so drawing costs the same with 100 lines of scrollback or 100,000.
-//! Wrapping counts display columns per grapheme, so CJK and emoji take their two cells and a
-//! combining accent stays on its letter.
+//! Where things go and how entries wrap is [`crate::layout`]'s, shared with the app's
+//! scrolling; this module only styles and draws. The message pane is drawn from its newest
+//! visible row upwards (a scroll position is an entry and a row within it), wrapping only
+//! the entries that fit on screen, so drawing costs the same with 100 lines of scrollback or
+//! 100,000.
 
-use crate::app::{App, Connection, Entry, EntryKind, ScrollPos};
+use crate::app::{App, Connection};
+use crate::layout::{self, Part};
+use crate::scrollback::{Entry, EntryKind, ScrollPos};
 use chat_protocol::names::name_key;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
-
-/// Columns the user sidebar takes, its border included.
-pub const SIDEBAR_WIDTH: u16 = 22;
-/// Narrower terminals drop the sidebar; the status bar still counts who is online.
-pub const SIDEBAR_MIN_TERMINAL_WIDTH: u16 = 56;
-/// `HH:MM` and a space.
-const TIME_WIDTH: usize = 6;
-/// The marker column and a space.
-const GUTTER_WIDTH: usize = 2;
 
 /// Colours for names: stable per name, none of them the red used for errors.
 const NAME_COLOURS: [Color; 10] = [
@@ -38,46 +32,6 @@ const NAME_COLOURS: [Color; 10] = [
     Color::LightMagenta,
 ];
 
-/// The screen's parts.
-struct Areas {
-    messages: Rect,
-    sidebar: Option<Rect>,
-    status: Rect,
-    input: Rect,
-}
-
-fn areas(area: Rect) -> Areas {
-    let [main, status, input] = Layout::vertical([
-        Constraint::Fill(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    if area.width >= SIDEBAR_MIN_TERMINAL_WIDTH {
-        let [messages, sidebar] =
-            Layout::horizontal([Constraint::Fill(1), Constraint::Length(SIDEBAR_WIDTH)])
-                .areas(main);
-        Areas {
-            messages,
-            sidebar: Some(sidebar),
-            status,
-            input,
-        }
-    } else {
-        Areas {
-            messages: main,
-            sidebar: None,
-            status,
-            input,
-        }
-    }
-}
-
-/// Where the message pane goes on a terminal of `area`'s size (the app pages by it).
-pub fn message_area(area: Rect) -> Rect {
-    areas(area).messages
-}
-
 /// A name's colour: the same in every window and every session.
 pub fn name_colour(name: &str) -> Color {
     // FNV-1a: tiny, and stable across builds, unlike the std hasher.
@@ -89,116 +43,44 @@ pub fn name_colour(name: &str) -> Color {
     NAME_COLOURS[(hash % NAME_COLOURS.len() as u64) as usize]
 }
 
-/// The marker column and the style of an entry's text.
-fn entry_look(entry: &Entry) -> (&'static str, Style) {
+/// The style of an entry's text.
+fn text_style(entry: &Entry) -> Style {
     match entry.kind {
-        EntryKind::Chat if entry.own => (">", Style::new()),
-        EntryKind::Chat if entry.mention => ("*", Style::new().fg(Color::Yellow).bold()),
-        EntryKind::Chat => (" ", Style::new()),
-        EntryKind::Join => ("+", Style::new().fg(Color::Green)),
-        EntryKind::Leave => ("-", Style::new().fg(Color::DarkGray)),
-        EntryKind::Timeout => ("-", Style::new().fg(Color::DarkGray).italic()),
-        EntryKind::Rename => ("~", Style::new().fg(Color::Cyan)),
-        EntryKind::Error => ("!", Style::new().fg(Color::Red).bold()),
-        EntryKind::Notice => ("#", Style::new().fg(Color::Magenta)),
-        EntryKind::Info => ("=", Style::new().fg(Color::DarkGray)),
+        EntryKind::Chat if entry.mention => Style::new().fg(Color::Yellow).bold(),
+        EntryKind::Chat => Style::new(),
+        EntryKind::Join => Style::new().fg(Color::Green),
+        EntryKind::Leave => Style::new().fg(Color::DarkGray),
+        EntryKind::Timeout => Style::new().fg(Color::DarkGray).italic(),
+        EntryKind::Rename => Style::new().fg(Color::Cyan),
+        EntryKind::Error => Style::new().fg(Color::Red).bold(),
+        EntryKind::Notice => Style::new().fg(Color::Magenta),
+        EntryKind::Info => Style::new().fg(Color::DarkGray),
+        EntryKind::Separator => Style::new().fg(Color::Cyan).bold(),
+        EntryKind::DmSent | EntryKind::DmReceived => Style::new().fg(Color::LightMagenta),
     }
 }
 
-/// An entry as styled pieces, before wrapping.
-fn entry_segments(entry: &Entry) -> Vec<(&str, Style)> {
-    let (marker, text_style) = entry_look(entry);
-    let marker_style = match entry.kind {
-        EntryKind::Chat if entry.mention => Style::new().fg(Color::Black).bg(Color::Yellow),
-        EntryKind::Chat if entry.own => Style::new().bold(),
-        _ => text_style,
-    };
-    let mut segments = vec![
-        ("", Style::new()),
-        (marker, marker_style),
-        (" ", Style::new()),
-    ];
-    if let Some(name) = &entry.name {
-        let mut name_style = Style::new().fg(name_colour(name)).bold();
-        if entry.own {
-            name_style = name_style.underlined();
-        }
-        segments.push((name.as_str(), name_style));
-        segments.push((": ", Style::new().fg(Color::DarkGray)));
-    }
-    segments.push((entry.text.as_str(), text_style));
-    segments
-}
-
-/// One grapheme placed on a row.
-struct Cell<'a> {
-    grapheme: &'a str,
-    width: usize,
-    style: Style,
-}
-
-/// Wraps styled text to `width` columns: at spaces where possible, mid-word when a word is
-/// longer than a row. Continuation rows start at `indent`.
-fn wrap<'a>(segments: &[(&'a str, Style)], width: usize, indent: usize) -> Vec<Vec<Cell<'a>>> {
-    let width = width.max(1);
-    let indent = if indent * 2 <= width { indent } else { 0 };
-    let mut rows: Vec<Vec<Cell<'a>>> = Vec::new();
-    let mut row: Vec<Cell<'a>> = Vec::new();
-    let mut used = 0;
-    // Index in `row` just after the last space, where the row may break.
-    let mut break_at: Option<usize> = None;
-    let continuation = |rows: &mut Vec<Vec<Cell<'a>>>, row: &mut Vec<Cell<'a>>| {
-        // The space a row broke at would only pad it.
-        while row.last().is_some_and(|c| c.grapheme == " ") && row.len() > 1 {
-            row.pop();
-        }
-        rows.push(std::mem::take(row));
-        for _ in 0..indent {
-            row.push(Cell {
-                grapheme: " ",
-                width: 1,
-                style: Style::new(),
-            });
-        }
-    };
-    for &(text, style) in segments {
-        for grapheme in text.graphemes(true) {
-            let w = grapheme.width();
-            if used + w > width && !row.is_empty() {
-                if grapheme == " " {
-                    continuation(&mut rows, &mut row);
-                    used = indent;
-                    break_at = None;
-                    continue;
-                }
-                match break_at.filter(|&at| at > indent && at < row.len()) {
-                    Some(at) => {
-                        let carried: Vec<Cell<'a>> = row.drain(at..).collect();
-                        continuation(&mut rows, &mut row);
-                        used = indent + carried.iter().map(|c| c.width).sum::<usize>();
-                        row.extend(carried);
-                    }
-                    None => {
-                        continuation(&mut rows, &mut row);
-                        used = indent;
-                    }
-                }
-                break_at = None;
+/// How each part of an entry looks.
+fn part_style(entry: &Entry, part: Part) -> Style {
+    match part {
+        Part::Indent | Part::Gap => Style::new(),
+        Part::Marker => match entry.kind {
+            EntryKind::DmSent | EntryKind::DmReceived => {
+                Style::new().fg(Color::Black).bg(Color::LightMagenta).bold()
             }
-            row.push(Cell {
-                grapheme,
-                width: w,
-                style,
-            });
-            used += w;
-            // CJK text has no spaces: any wide character is a place to break.
-            if grapheme == " " || w > 1 {
-                break_at = Some(row.len());
-            }
+            EntryKind::Chat if entry.mention => Style::new().fg(Color::Black).bg(Color::Yellow),
+            EntryKind::Chat if entry.own => Style::new().bold(),
+            _ => text_style(entry),
+        },
+        Part::Name => {
+            let name = entry.name.as_deref().unwrap_or_default();
+            let style = Style::new().fg(name_colour(name)).bold();
+            if entry.own { style.underlined() } else { style }
         }
+        Part::Separator => Style::new().fg(Color::DarkGray),
+        Part::Arrow => Style::new().fg(Color::LightMagenta).bold(),
+        Part::Text => text_style(entry),
     }
-    rows.push(row);
-    rows
 }
 
 fn time_span(entry: &Entry) -> Span<'static> {
@@ -208,42 +90,47 @@ fn time_span(entry: &Entry) -> Span<'static> {
     )
 }
 
-/// An entry wrapped to `width` columns.
+/// An entry wrapped to `width` columns, styled.
 pub fn entry_lines(entry: &Entry, width: usize) -> Vec<Line<'static>> {
-    let width = width.max(1);
-    // The time goes first and is never split, so wrap the rest in what remains.
-    let with_time = width > TIME_WIDTH + GUTTER_WIDTH + 4;
-    let body_width = if with_time { width - TIME_WIDTH } else { width };
-    let rows = wrap(&entry_segments(entry), body_width, GUTTER_WIDTH);
-    rows.into_iter()
+    let wrapped = layout::wrap_entry(entry, width);
+    wrapped
+        .rows
+        .into_iter()
         .enumerate()
         .map(|(i, row)| {
             let mut spans: Vec<Span<'static>> = Vec::new();
-            if with_time {
+            if wrapped.with_time {
                 spans.push(if i == 0 {
                     time_span(entry)
                 } else {
-                    Span::raw(" ".repeat(TIME_WIDTH))
+                    Span::raw(" ".repeat(layout::TIME_WIDTH))
                 });
             }
             let mut run = String::new();
             let mut run_style = None;
             for cell in row {
-                if run_style.is_some_and(|s| s != cell.style) {
+                let style = part_style(entry, cell.part);
+                if run_style.is_some_and(|s| s != style) {
                     spans.push(Span::styled(
                         std::mem::take(&mut run),
                         run_style.unwrap_or_default(),
                     ));
                 }
-                run_style = Some(cell.style);
+                run_style = Some(style);
                 run.push_str(cell.grapheme);
             }
             if !run.is_empty() {
                 spans.push(Span::styled(run, run_style.unwrap_or_default()));
             }
             let line = Line::from(spans);
-            if entry.mention {
+            let line = if entry.mention {
                 line.patch_style(Style::new().add_modifier(Modifier::BOLD))
+            } else {
+                line
+            };
+            // Said before this client connected: dimmed, so the live lines stand out.
+            if entry.earlier {
+                line.patch_style(Style::new().add_modifier(Modifier::DIM))
             } else {
                 line
             }
@@ -251,14 +138,9 @@ pub fn entry_lines(entry: &Entry, width: usize) -> Vec<Line<'static>> {
         .collect()
 }
 
-/// Rows an entry takes at `width` columns.
-pub fn entry_rows(entry: &Entry, width: usize) -> usize {
-    entry_lines(entry, width).len()
-}
-
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
-    let areas = areas(frame.area());
+    let areas = layout::areas(frame.area());
     draw_messages(frame, app, areas.messages);
     if let Some(sidebar) = areas.sidebar {
         draw_sidebar(frame, app, sidebar);
@@ -286,7 +168,7 @@ fn draw_messages(frame: &mut Frame, app: &App, area: Rect) {
         return;
     }
     let below = app.lines_below();
-    let height = usize::from(area.height) - usize::from(below > 0 && area.height > 1);
+    let height = layout::message_rows(usize::from(area.height), below > 0);
     let width = usize::from(area.width);
     let mut rows: Vec<Line<'static>> = Vec::with_capacity(height);
     if !app.scrollback.is_empty() {
@@ -344,9 +226,11 @@ fn draw_sidebar(frame: &mut Frame, app: &App, area: Rect) {
         .borders(Borders::LEFT)
         .border_style(Style::new().fg(Color::DarkGray))
         .title(format!(" online ({}) ", app.users.len()).bold());
+    // Only the rows that fit: a room of thousands costs no more to draw than a screenful.
     let lines: Vec<Line> = app
         .users
         .iter()
+        .take(usize::from(area.height))
         .map(|user| {
             let own = app.own_addr.as_deref() == Some(user.addr.as_str());
             let style = Style::new().fg(name_colour(&user.name));
@@ -394,6 +278,13 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         separator(),
         Span::raw(format!("{} online", app.users.len())),
     ];
+    if app.behind > 0 {
+        spans.push(separator());
+        spans.push(Span::styled(
+            format!("behind: {} queued", app.behind),
+            Style::new().fg(Color::LightRed).bold(),
+        ));
+    }
     if !app.outbox.is_empty() {
         spans.push(separator());
         spans.push(Span::styled(
@@ -576,6 +467,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("mouse wheel", "scroll the messages"),
     ("F2, Ctrl+R, /nick NAME", "rename dialog (Esc closes)"),
     ("/who", "refresh the user list now"),
+    ("/msg NAME TEXT", "direct message (Tab completes NAME)"),
+    ("/r TEXT", "reply to the last direct message"),
     ("//text", "send a line starting with /"),
     ("F1, /help", "this help (any key closes)"),
     ("Ctrl+C, /quit", "quit"),

@@ -129,7 +129,17 @@ pub struct Hub {
     log: OnceLock<Arc<RoomLog>>,
     /// Set once in cluster mode, before the first member joins: the room's order is Redis's.
     cluster: OnceLock<Arc<Link>>,
+    /// More than [`BACKLOG_HIGH`] items wait for the log: sessions stop reading until
+    /// delivery brings it under [`BACKLOG_LOW`] and wakes them with `backlog_cleared`.
+    backlogged: std::sync::atomic::AtomicBool,
+    backlog_cleared: tokio::sync::Notify,
 }
+
+/// Waiting items past which sessions stop reading (a stalled disk must not turn into
+/// unbounded memory)...
+const BACKLOG_HIGH: usize = 200_000;
+/// ...and under which they read again.
+const BACKLOG_LOW: usize = 50_000;
 
 impl Hub {
     /// A room whose events will continue after `last_seq`; [`Hub::attach_log`] must follow
@@ -144,7 +154,25 @@ impl Hub {
             idle_timeout,
             log: OnceLock::new(),
             cluster: OnceLock::new(),
+            backlogged: std::sync::atomic::AtomicBool::new(false),
+            backlog_cleared: tokio::sync::Notify::new(),
         })
+    }
+
+    /// True while sessions should not read more lines (see [`BACKLOG_HIGH`]).
+    pub fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the backlog has cleared.
+    pub async fn backlog_cleared(&self) {
+        let cleared = self.backlog_cleared.notified();
+        tokio::pin!(cleared);
+        // Registered before the check, so a clearing in between is not missed.
+        cleared.as_mut().enable();
+        if self.is_backlogged() {
+            cleared.await;
+        }
     }
 
     pub fn attach_log(&self, log: Arc<RoomLog>) {
@@ -432,6 +460,9 @@ impl Hub {
         if let Some(log) = self.log.get() {
             log.delivered_up_to(committed);
         }
+        if state.pending.len() < BACKLOG_LOW && self.backlogged.swap(false, Ordering::Relaxed) {
+            self.backlog_cleared.notify_waiters();
+        }
     }
 
     /// Gives the next seq to the event `make` builds, applies it to the waiting order and
@@ -461,6 +492,10 @@ impl Hub {
         // Without a log (unit tests of the hub alone) the test delivers by hand.
         if let Some(log) = self.log.get() {
             log.append(Entry { seq, ts_ms, line });
+        }
+        if state.pending.len() > BACKLOG_HIGH && !self.backlogged.load(Ordering::Relaxed) {
+            tracing::warn!("the room log is far behind; sessions stop reading until it catches up");
+            self.backlogged.store(true, Ordering::Relaxed);
         }
     }
 
@@ -656,6 +691,27 @@ mod tests {
             .join()
             .expect("no stack overflow");
         assert_eq!(dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn sessions_pause_while_the_log_is_far_behind() {
+        let hub = Hub::new(0, Duration::ZERO);
+        let (outbox, _writer) = outbox::channel(0);
+        let id = hub.join("127.0.0.1:1", outbox);
+        for _ in 0..BACKLOG_HIGH {
+            hub.chat(id, "x".into());
+        }
+        assert!(hub.is_backlogged());
+        let cleared = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.backlog_cleared().await }
+        });
+        hub.deliver_committed(u64::MAX);
+        assert!(!hub.is_backlogged());
+        tokio::time::timeout(Duration::from_secs(10), cleared)
+            .await
+            .expect("waiting sessions are woken")
+            .expect("task");
     }
 
     #[test]

@@ -105,18 +105,28 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SWEEP_CHUNK: i64 = 2_000;
 /// Events committed in one transaction at most.
 const MAX_GROUP: usize = 4_096;
-/// History reads running at once (each holds one reader connection).
-const READERS: usize = 2;
+
+/// What the writer thread is asked to do, in order.
+enum Job {
+    Append(Entry),
+    /// A history read, answered between commits on the writer's connection: the log holds
+    /// the database in exclusive locking mode, which saves every commit the half-dozen
+    /// `fcntl` calls of WAL's shared-memory locks, and reads are rare beside writes.
+    Query {
+        query: Query,
+        /// Newest seq delivered when the read was asked.
+        bound: u64,
+        answer: tokio::sync::oneshot::Sender<rusqlite::Result<Answer>>,
+    },
+}
 
 /// The open log: where the hub appends and where history is read.
 pub struct RoomLog {
-    appends: Mutex<Option<Sender<Entry>>>,
+    jobs: Mutex<Option<Sender<Job>>>,
     /// Newest seq committed; the writer raises it and then wakes `commits`.
     committed: AtomicU64,
     commits: tokio::sync::Notify,
-    /// Reader connections, handed out one per query.
-    readers: Mutex<Vec<Connection>>,
-    permits: tokio::sync::Semaphore,
+
     /// Newest seq delivered to users: answers never go past it, so an answer holds only
     /// events its asker has been sent (or missed) already.
     delivered: AtomicU64,
@@ -137,7 +147,7 @@ impl std::fmt::Debug for RoomLog {
 pub struct Opened {
     writer: Connection,
     log: RoomLog,
-    receiver: Receiver<Entry>,
+    receiver: Receiver<Job>,
     config: HistoryConfig,
     /// The newest seq ever given out (0 for a new log): the next event gets one more.
     pub last_seq: u64,
@@ -149,16 +159,10 @@ impl RoomLog {
     pub fn open(config: &HistoryConfig) -> anyhow::Result<Opened> {
         let (path, flags, lock) = match &config.db {
             HistoryDb::Memory => {
-                // A named database in the `memdb` VFS: one per server, shared by its writer
-                // and reader connections, gone with the last of them.
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let uri = format!("file:/chat-history-{}-{n}?vfs=memdb", std::process::id());
                 let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                     | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_URI
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                (uri, flags, None)
+                (":memory:".to_string(), flags, None)
             }
             HistoryDb::File(path) => {
                 let shown = path.display();
@@ -193,26 +197,17 @@ impl RoomLog {
         let writer = Connection::open_with_flags(&path, flags).with_context(context)?;
         prepare_writer(&writer, config).with_context(context)?;
         let last_seq = last_seq(&writer).with_context(context)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let reader = Connection::open_with_flags(&path, flags).with_context(context)?;
-            reader
-                .busy_timeout(Duration::from_secs(5))
-                .with_context(context)?;
-            readers.push(reader);
-        }
-        let (appends, receiver) = std::sync::mpsc::channel();
+        let (jobs, receiver) = std::sync::mpsc::channel();
         Ok(Opened {
             writer,
             receiver,
             config: config.clone(),
             last_seq,
             log: RoomLog {
-                appends: Mutex::new(Some(appends)),
+                jobs: Mutex::new(Some(jobs)),
                 committed: AtomicU64::new(last_seq),
                 commits: tokio::sync::Notify::new(),
-                readers: Mutex::new(readers),
-                permits: tokio::sync::Semaphore::new(READERS),
+
                 delivered: AtomicU64::new(last_seq),
                 writer: Mutex::new(None),
                 _lock: lock,
@@ -222,10 +217,14 @@ impl RoomLog {
 
     /// Queues an event for the next group commit. Called under the hub's lock, in seq order.
     pub fn append(&self, entry: Entry) {
-        let appends = self.appends.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(appends) = appends.as_ref() {
+        self.send(Job::Append(entry));
+    }
+
+    fn send(&self, job: Job) {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(jobs) = jobs.as_ref() {
             // Fails only once the writer is gone, at the very end of shutdown.
-            let _ = appends.send(entry);
+            let _ = jobs.send(job);
         }
     }
 
@@ -246,34 +245,21 @@ impl RoomLog {
         self.delivered.fetch_max(seq, Ordering::Release);
     }
 
-    /// Answers a history query, off the runtime's threads.
-    pub async fn query(self: &Arc<Self>, query: Query) -> anyhow::Result<Answer> {
-        let _permit = self.permits.acquire().await?;
-        let log = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = log
-                .readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .context("no reader connection free")?;
-            let bound = log.delivered.load(Ordering::Acquire);
-            let answer = run_query(&connection, query, bound);
-            log.readers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(connection);
-            Ok(answer?)
-        })
-        .await?
+    /// Answers a history query, on the writer thread between commits (off the runtime).
+    pub async fn query(&self, query: Query) -> anyhow::Result<Answer> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let bound = self.delivered.load(Ordering::Acquire);
+        self.send(Job::Query {
+            query,
+            bound,
+            answer,
+        });
+        Ok(answered.await.context("the room log has closed")??)
     }
 
     /// Stops the writer once it has committed everything queued, and waits for it.
     pub fn close(&self) {
-        self.appends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
@@ -307,6 +293,10 @@ impl Opened {
 }
 
 fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Result<()> {
+    // One connection does everything (see `Job::Query`), so it may keep the database to
+    // itself: no shared-memory WAL index and no file locks taken and released per commit.
+    // Set before WAL mode is entered, so the WAL index lives in heap memory.
+    connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     if matches!(config.db, HistoryDb::File(_)) {
         let mode: String =
             connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -350,27 +340,40 @@ fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
 
 fn write_loop(
     mut connection: Connection,
-    receiver: Receiver<Entry>,
+    receiver: Receiver<Job>,
     config: &HistoryConfig,
     on_commit: impl Fn(u64),
 ) {
     let mut group: Vec<Entry> = Vec::new();
+    let mut queries = Vec::new();
     let every = config.sweep_every;
     let mut last_sweep = Instant::now();
     let mut newest = 0u64;
     loop {
         let wait = every.saturating_sub(last_sweep.elapsed());
-        match receiver.recv_timeout(wait) {
-            Ok(entry) => group.push(entry),
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match receiver.recv_timeout(wait) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
+        };
+        for job in first.into_iter().chain(receiver.try_iter().take(MAX_GROUP)) {
+            match job {
+                Job::Append(entry) => group.push(entry),
+                Job::Query {
+                    query,
+                    bound,
+                    answer,
+                } => queries.push((query, bound, answer)),
+            }
         }
-        group.extend(receiver.try_iter().take(MAX_GROUP));
         if let Some(last) = group.last() {
             newest = last.seq;
             commit_until_it_works(&mut connection, &group);
             group.clear();
             on_commit(newest);
+        }
+        for (query, bound, answer) in queries.drain(..) {
+            let _ = answer.send(run_query(&connection, query, bound));
         }
         if last_sweep.elapsed() >= every {
             last_sweep = Instant::now();

@@ -138,7 +138,10 @@ pub async fn serve(
                 }
                 idle.as_mut().reset(due);
             }
-            read = std::future::poll_fn(|cx| session.poll_read_lines(cx, &mut reader)) => {
+                        // While the room log is far behind (a stalled disk), stop reading: the clients'
+            // own TCP windows then hold what they send, instead of the server's memory.
+            _ = hub.backlog_cleared(), if hub.is_backlogged() => {}
+            read = std::future::poll_fn(|cx| session.poll_read_lines(cx, &mut reader)), if !hub.is_backlogged() => {
                 match read {
                     Ok(None) => {}
                     Ok(Some(end)) => break end,

@@ -38,25 +38,110 @@ fn bad_flags_are_refused_with_a_message() {
     assert!(stderr.contains("--idle-timeout"), "{stderr}");
 }
 
+/// Every flag of `chat-server`, with the default its help shows (`None`: shows none). A
+/// flag added to the server must be added here (and to the docs); one removed fails.
+const FLAGS: &[(&str, Option<&str>)] = &[
+    ("--listen", Some("0.0.0.0:8000")),
+    ("--idle-timeout", Some("30s")),
+    ("--max-line-bytes", Some("4096")),
+    ("--sendq-bytes", Some("1048576")),
+    ("--max-clients", Some("10000")),
+    ("--max-per-ip", Some("64")),
+    ("--rate", Some("5")),
+    ("--burst", Some("20")),
+    ("--history-db", Some("chat-history.sqlite3")),
+    ("--history-retention", Some("30d")),
+    ("--history-max-events", Some("1000000")),
+    ("--history-sync", Some("normal")),
+    ("--cluster", None),
+    ("--node-id", None),
+    ("--node-timeout", Some("10s")),
+    ("--threads", Some("0")),
+    ("--help", None),
+    ("--version", None),
+];
+
+/// One option in `--help`: its long flag and the help text under it.
+#[derive(Debug)]
+struct HelpEntry {
+    flag: String,
+    text: String,
+}
+
+/// The options `--help` lists: each starts on a line of its own whose first word (after an
+/// optional `-x, ` short form) is `--flag`; the lines under it, up to the next, are its text.
+fn help_entries(help: &str) -> Vec<HelpEntry> {
+    let mut entries: Vec<HelpEntry> = Vec::new();
+    let options = help
+        .split_once("\nOptions:\n")
+        .map(|(_, options)| options)
+        .unwrap_or_else(|| panic!("no Options: section in --help:\n{help}"));
+    for line in options.lines() {
+        let trimmed = line.trim_start();
+        let long = match trimmed.split_once(", ") {
+            Some((short, rest)) if short.len() == 2 && short.starts_with('-') => rest,
+            _ => trimmed,
+        };
+        if long.starts_with("--") {
+            let flag = long.split_whitespace().next().unwrap_or(long).to_string();
+            entries.push(HelpEntry {
+                flag,
+                text: String::new(),
+            });
+        } else if let Some(entry) = entries.last_mut() {
+            entry.text.push_str(trimmed);
+            entry.text.push(' ');
+        }
+    }
+    entries
+}
+
 #[test]
 fn help_lists_every_flag() {
     let output = Command::new(server_binary())
         .arg("--help")
         .output()
         .expect("run");
+    assert!(
+        output.status.success(),
+        "--help exits with {}",
+        output.status
+    );
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in [
-        "--listen",
-        "--idle-timeout",
-        "--max-line-bytes",
-        "--sendq-bytes",
-        "--max-clients",
-        "--max-per-ip",
-        "--rate",
-        "--burst",
-        "--threads",
-    ] {
-        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    let entries = help_entries(&help);
+    let listed: Vec<&str> = entries.iter().map(|e| e.flag.as_str()).collect();
+    let expected: Vec<&str> = FLAGS.iter().map(|(flag, _)| *flag).collect();
+    assert_eq!(
+        listed, expected,
+        "the flags in --help (left) are not the ones this test knows (right): a flag was \
+         removed, renamed or added without updating FLAGS and the docs\n{help}"
+    );
+    for (entry, (flag, default)) in entries.iter().zip(FLAGS) {
+        // Said once, as its own entry, with a text that says what it does.
+        assert!(
+            entry.text.split_whitespace().count() >= 2,
+            "{flag} has no help text: {entry:?}"
+        );
+        match default {
+            Some(default) => {
+                assert!(
+                    entry.text.contains(&format!("[default: {default}]")),
+                    "{flag}: expected default {default}: {entry:?}"
+                );
+                // Every setting can come from the environment too, as CHAT_FLAG_NAME.
+                let env = format!(
+                    "[env: CHAT_{}=]",
+                    flag.trim_start_matches("--")
+                        .replace('-', "_")
+                        .to_uppercase()
+                );
+                assert!(
+                    entry.text.contains(&env),
+                    "{flag}: expected {env}: {entry:?}"
+                );
+            }
+            None => assert!(!entry.text.contains("[default:"), "{flag}: {entry:?}"),
+        }
     }
 }
 

@@ -47,16 +47,12 @@ fn text_of(event: &ServerEvent) -> Option<&str> {
 
 /// `2026-12-02T02:41:07.123Z`: RFC 3339, UTC, exactly three decimals.
 fn is_ts_millis(ts: &str) -> bool {
-    let b = ts.as_bytes();
-    b.len() == 24
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            4 | 7 => c == b'-',
-            10 => c == b'T',
-            13 | 16 => c == b':',
-            19 => c == b'.',
-            23 => c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
+    ts.is_ascii()
+        && ts.len() == 24
+        && ts.as_bytes()[19] == b'.'
+        && is_ts_seconds(&format!("{}Z", &ts[..19]))
+        && ts[20..23].bytes().all(|c| c.is_ascii_digit())
+        && ts.ends_with('Z')
 }
 
 /// `2026-12-02T02:41:07Z`: what stands before a plain history line.

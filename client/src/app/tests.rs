@@ -1,7 +1,9 @@
 //! `update` without a terminal: every key, every server event, pacing and reconnects.
 
+use super::text::mentions;
 use super::*;
-use crossterm::event::KeyEventState;
+use chat_protocol::{ErrorCode, LeaveReason, ServerEvent, UserInfo};
+use crossterm::event::{KeyCode, KeyEventState, KeyModifiers};
 
 const ME: &str = "127.0.0.1:5000";
 const BOB: &str = "127.0.0.1:6000";
@@ -28,6 +30,7 @@ fn server(event: ServerEvent) -> Msg {
 
 fn chat(addr: &str, name: &str, text: &str) -> Msg {
     server(ServerEvent::Chat {
+        stamp: None,
         addr: addr.into(),
         name: name.into(),
         text: text.into(),
@@ -79,6 +82,8 @@ fn type_text(app: &mut App, text: &str) -> Vec<Effect> {
 
 fn welcome(name: &str) -> Msg {
     server(ServerEvent::Welcome {
+        idle_timeout_ms: 0,
+        seq: 0,
         version: 1,
         addr: ME.into(),
         name: name.into(),
@@ -249,8 +254,18 @@ fn sending_is_paced_below_the_server_flood_limit() {
     let mut effects = app.update(key(KeyCode::Enter));
     let first = sent(&effects).len();
     assert!(first < 20, "a burst under the server's 20: {first}");
+    // The server's default flood limit (5 a second after a burst of 20), which the client's
+    // sends must never reach at any moment, however the ticks fall.
+    let server_allows = |ms: u64| 20 + 5 * ms / 1000;
+    let mut total = first + 1; // and the `who` at the first tick
     for ms in (250..=10_000).step_by(250) {
-        effects.extend(clock.tick(&mut app, ms));
+        let more = clock.tick(&mut app, ms);
+        total += sent(&more).len();
+        assert!(
+            (total as u64) < server_allows(ms),
+            "{total} sent by {ms} ms: the server would drop some"
+        );
+        effects.extend(more);
     }
     let chats: Vec<_> = sent(&effects)
         .into_iter()
@@ -421,7 +436,7 @@ fn rename_refused_shows_in_the_dialog_until_it_succeeds() {
 }
 
 #[test]
-fn any_error_answers_a_rename_in_flight() {
+fn a_flood_error_answers_a_rename_in_flight() {
     let mut app = connected();
     app.update(key(KeyCode::F(2)));
     type_text(&mut app, "zed");
@@ -441,6 +456,74 @@ fn any_error_answers_a_rename_in_flight() {
         Some("you are sending too fast; line dropped")
     );
     assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+}
+
+#[test]
+fn an_error_that_is_not_about_names_does_not_answer_a_rename() {
+    let mut app = connected();
+    app.update(key(KeyCode::F(2)));
+    type_text(&mut app, "zed");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![rename("zed")]);
+    app.update(server(ServerEvent::error(
+        ErrorCode::LineTooLong,
+        "line longer than 4096 bytes; discarded",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert!(dialog.waiting, "still waiting for the rename's own answer");
+    assert_eq!(dialog.server_error, None);
+    assert_eq!(
+        texts(&app).last().unwrap(),
+        "error: line longer than 4096 bytes; discarded",
+        "shown in the pane like any error"
+    );
+    app.update(server(ServerEvent::error(
+        ErrorCode::NameTaken,
+        "rename refused: the name zed is already taken",
+    )));
+    let dialog = app.rename.as_ref().unwrap();
+    assert!(!dialog.waiting);
+    assert_eq!(
+        dialog.server_error.as_deref(),
+        Some("rename refused: the name zed is already taken")
+    );
+}
+
+#[test]
+fn which_errors_answer_a_rename() {
+    use super::rename::rename_refusal;
+    for code in [
+        ErrorCode::InvalidName,
+        ErrorCode::NameTaken,
+        ErrorCode::Flood,
+    ] {
+        assert_eq!(rename_refusal(code, "whatever", false), Some(code));
+    }
+    for code in [
+        ErrorCode::BadRequest,
+        ErrorCode::LineTooLong,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::Other,
+    ] {
+        assert_eq!(rename_refusal(code, "rename refused: x", false), None);
+    }
+    // The plain dialect has no codes: our server's words tell.
+    let plain = |message| rename_refusal(ErrorCode::Other, message, true);
+    assert_eq!(
+        plain("rename refused: the name bob is already taken"),
+        Some(ErrorCode::NameTaken)
+    );
+    assert_eq!(
+        plain("rename refused: name must not be empty"),
+        Some(ErrorCode::InvalidName)
+    );
+    assert_eq!(
+        plain("you are sending too fast (at most 5 lines per second, 20 at once); line dropped"),
+        Some(ErrorCode::Flood)
+    );
+    assert_eq!(
+        plain("your line was not valid UTF-8; invalid bytes were replaced with U+FFFD"),
+        None
+    );
 }
 
 #[test]
@@ -725,32 +808,113 @@ fn retaking_the_name_gives_up_after_a_while_and_says_where_the_lines_went() {
     assert_eq!(released, vec![said("are you there?")]);
 }
 
-#[test]
-fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
-    let clock = Clock(Instant::now());
-    let mut app = App::new(Settings::default());
-    assert!(sent(&clock.tick(&mut app, 0)).is_empty(), "not connected");
-    app.update(Msg::Net(NetEvent::Connected { plain: false }));
-    app.update(welcome(ME));
-    assert_eq!(sent(&clock.tick(&mut app, 100)), vec![ClientCommand::Who]);
-    // A busy room: many joins, leaves and renames within a second.
+/// Joins, renames and leaves of 50 users, all within a moment.
+fn busy_room(app: &mut App) {
     for i in 0..50 {
         let addr = format!("10.0.0.{i}:1");
         app.update(server(ServerEvent::Join {
+            stamp: None,
             addr: addr.clone(),
             name: addr.clone(),
         }));
         app.update(server(ServerEvent::Rename {
+            stamp: None,
             addr: addr.clone(),
             old: addr.clone(),
             new: format!("u{i}"),
         }));
         app.update(server(ServerEvent::Leave {
+            stamp: None,
             addr,
             name: format!("u{i}"),
             reason: LeaveReason::Quit,
         }));
     }
+}
+
+fn welcome_with_idle_timeout(idle_timeout_ms: u64) -> Msg {
+    server(ServerEvent::Welcome {
+        version: 1,
+        addr: ME.into(),
+        name: ME.into(),
+        idle_timeout_ms,
+        seq: 0,
+    })
+}
+
+#[test]
+fn json_mode_asks_who_once_then_follows_events_and_pings_at_a_third_of_the_idle_timeout() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    clock.tick(&mut app, 0);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(30_000));
+    assert_eq!(sent(&clock.tick(&mut app, 250)), vec![ClientCommand::Who]);
+    busy_room(&mut app);
+    let mut later = Vec::new();
+    for ms in (500..10_000).step_by(250) {
+        later.extend(sent(&clock.tick(&mut app, ms)));
+    }
+    assert!(
+        later.is_empty(),
+        "no who after events, none periodic: {later:?}"
+    );
+    assert!(sent(&clock.tick(&mut app, 10_000)).is_empty());
+    assert_eq!(
+        sent(&clock.tick(&mut app, 10_250)),
+        vec![ClientCommand::Ping { token: None }],
+        "10 s after the who: a third of the 30 s idle timeout"
+    );
+    assert!(sent(&clock.tick(&mut app, 15_000)).is_empty());
+    // Saying something is activity too: the next ping is 10 s after it.
+    type_text(&mut app, "hello");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))), vec![said("hello")]);
+    // It went out at the 15 s tick's time.
+    assert!(sent(&clock.tick(&mut app, 24_750)).is_empty());
+    assert_eq!(
+        sent(&clock.tick(&mut app, 25_000)),
+        vec![ClientCommand::Ping { token: None }]
+    );
+    // `/who` still asks.
+    type_text(&mut app, "/who");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(
+        sent(&clock.tick(&mut app, 25_250)),
+        vec![ClientCommand::Who]
+    );
+    // And after a reconnect, once more.
+    lose_connection(&mut app);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(30_000));
+    assert_eq!(
+        sent(&clock.tick(&mut app, 30_000)),
+        vec![ClientCommand::Who]
+    );
+}
+
+#[test]
+fn no_pings_when_the_server_has_no_idle_timeout() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_with_idle_timeout(0));
+    let mut all = Vec::new();
+    for ms in (0..120_000).step_by(250) {
+        all.extend(sent(&clock.tick(&mut app, ms)));
+    }
+    assert_eq!(all, vec![ClientCommand::Who]);
+    assert_eq!(ping_interval(0), None);
+    assert_eq!(ping_interval(30_000), Some(Duration::from_secs(10)));
+}
+
+#[test]
+fn plain_mode_asks_who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
+    let clock = Clock(Instant::now());
+    let mut app = App::new(Settings::default());
+    assert!(sent(&clock.tick(&mut app, 0)).is_empty(), "not connected");
+    app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    assert_eq!(sent(&clock.tick(&mut app, 100)), vec![ClientCommand::Who]);
+    busy_room(&mut app);
     let mut whos = 0;
     for ms in (200..=1000).step_by(100) {
         whos += sent(&clock.tick(&mut app, ms)).len();
@@ -762,7 +926,7 @@ fn who_at_connect_after_changes_and_periodically_at_most_once_a_second() {
     assert_eq!(
         sent(&clock.tick(&mut app, 11_100)),
         vec![ClientCommand::Who],
-        "periodic refresh keeps the connection from idling out"
+        "periodic refresh keeps the connection from idling out (no ping in plain mode)"
     );
 }
 
@@ -780,26 +944,39 @@ fn who_answer_fills_the_sorted_sidebar() {
 fn joins_leaves_and_renames_update_pane_and_sidebar() {
     let mut app = connected();
     app.update(server(ServerEvent::Users {
-        users: vec![user(ME, ME)],
+        users: vec![
+            user(ME, ME),
+            user("1.1.1.2:1", "Zed"),
+            user("1.1.1.2:2", "alice"),
+        ],
     }));
     app.update(server(ServerEvent::Join {
+        stamp: None,
         addr: BOB.into(),
         name: BOB.into(),
     }));
-    assert_eq!(app.users.len(), 2);
+    let names = |app: &App| -> Vec<String> { app.users.iter().map(|u| u.name.clone()).collect() };
+    assert_eq!(names(&app), [ME, BOB, "alice", "Zed"]);
     app.update(server(ServerEvent::Rename {
+        stamp: None,
         addr: BOB.into(),
         old: BOB.into(),
         new: "bob".into(),
     }));
-    assert!(app.users.iter().any(|u| u.name == "bob"));
+    assert_eq!(
+        names(&app),
+        [ME, "alice", "bob", "Zed"],
+        "renamed and moved to its place"
+    );
     app.update(server(ServerEvent::Leave {
+        stamp: None,
         addr: BOB.into(),
         name: "bob".into(),
         reason: LeaveReason::Timeout,
     }));
-    assert_eq!(app.users.len(), 1);
+    assert_eq!(names(&app), [ME, "alice", "Zed"]);
     app.update(server(ServerEvent::Leave {
+        stamp: None,
         addr: "1.1.1.1:1".into(),
         name: "carl".into(),
         reason: LeaveReason::Quit,
@@ -1086,11 +1263,17 @@ fn plain_mode_renames_at_once_and_reads_refusals() {
         name: ME.into(),
     }));
     assert_eq!(app.own_addr.as_deref(), Some(ME));
-    // Our server's plain refusal has no code.
+    // Our server's plain refusal has no code; an unrelated error first is not the answer.
     app.update(server(ServerEvent::error(
         ErrorCode::Other,
-        "the name alice is taken",
+        "your line was not valid UTF-8; invalid bytes were replaced with U+FFFD",
     )));
+    assert_eq!(app.retake, Retake::InFlight { attempt: 1 });
+    app.update(server(ServerEvent::error(
+        ErrorCode::Other,
+        "rename refused: the name alice is already taken",
+    )));
+    assert_eq!(app.retake, Retake::Idle);
     assert!(
         texts(&app)
             .last()
@@ -1138,4 +1321,448 @@ fn resize_and_status_changes_ask_for_a_redraw_but_ticks_do_not() {
     });
     assert!(app.dirty);
     assert_eq!(app.size, (100, 30));
+    app.dirty = false;
+    app.update(Msg::Net(NetEvent::Connecting { attempt: 2 }));
+    assert!(app.dirty, "the status bar shows the connection state");
+}
+
+#[test]
+fn plain_mode_user_list_comes_a_line_at_a_time() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: true }));
+    app.update(server(ServerEvent::Users {
+        users: vec![user("9.9.9.9:9", "stale")],
+    }));
+    // `user list:` starts a fresh list; each following line adds one user.
+    app.update(server(ServerEvent::Users { users: vec![] }));
+    assert!(app.users.is_empty());
+    for (addr, name) in [(BOB, "zed"), (ME, "amy")] {
+        app.update(Msg::Net(NetEvent::Listed(user(addr, name))));
+    }
+    let names: Vec<&str> = app.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["amy", "zed"]);
+}
+
+// ----- history -----
+
+fn stamped_chat(seq: u64, text: &str) -> ServerEvent {
+    ServerEvent::Chat {
+        addr: BOB.into(),
+        name: "bob".into(),
+        text: text.into(),
+        stamp: Some(chat_protocol::event::Stamp {
+            seq,
+            ts: "2026-12-02T09:15:00.000Z".into(),
+        }),
+    }
+}
+
+fn said_at(seq: u64) -> ServerEvent {
+    stamped_chat(seq, &format!("line {seq}"))
+}
+
+fn welcome_at(seq: u64) -> Msg {
+    server(ServerEvent::Welcome {
+        version: 1,
+        addr: ME.into(),
+        name: ME.into(),
+        idle_timeout_ms: 0,
+        seq,
+    })
+}
+
+fn history(seqs: impl IntoIterator<Item = u64>, more: bool, gap: bool) -> Msg {
+    server(ServerEvent::History {
+        events: seqs.into_iter().map(said_at).collect(),
+        more,
+        gap,
+    })
+}
+
+fn asked(effects: &[Effect]) -> Vec<ClientCommand> {
+    sent(effects)
+        .into_iter()
+        .filter(|c| matches!(c, ClientCommand::History { .. }))
+        .collect()
+}
+
+fn ask(before: Option<u64>, after: Option<u64>, limit: u32) -> ClientCommand {
+    ClientCommand::History {
+        before,
+        after,
+        limit: Some(limit),
+    }
+}
+
+/// Room events in the pane, in order.
+fn room_lines(app: &App) -> Vec<String> {
+    app.scrollback
+        .iter()
+        .filter(|e| e.room_seq.is_some())
+        .map(|e| e.text.clone())
+        .collect()
+}
+
+fn lines(seqs: impl IntoIterator<Item = u64>) -> Vec<String> {
+    seqs.into_iter().map(|s| format!("line {s}")).collect()
+}
+
+#[test]
+fn on_connect_the_last_page_shows_dimmed_above_the_live_lines() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(40));
+    assert_eq!(asked(&effects), vec![ask(None, None, HISTORY_ON_CONNECT)]);
+    // Live lines arrive before the answer; the answer overlaps them.
+    app.update(server(said_at(41)));
+    app.update(server(said_at(42)));
+    app.update(history(35..=41, true, false));
+    assert_eq!(room_lines(&app), lines(35..=42), "in order, 41 once");
+    let kinds: Vec<(EntryKind, bool)> =
+        app.scrollback.iter().map(|e| (e.kind, e.earlier)).collect();
+    let separator = kinds
+        .iter()
+        .position(|(k, _)| *k == EntryKind::Separator)
+        .expect("a separator");
+    assert!(
+        kinds[..separator]
+            .iter()
+            .all(|(k, earlier)| *earlier || *k == EntryKind::Info),
+        "everything above it is earlier: {kinds:?}"
+    );
+    assert!(kinds[separator + 1..].iter().all(|(_, earlier)| !earlier));
+    assert_eq!(
+        app.scrollback
+            .iter()
+            .nth(separator + 1)
+            .map(|e| e.text.as_str()),
+        Some("line 41"),
+        "live begins below the separator (41 came live before the answer)"
+    );
+    // The earlier lines keep the server's time (shown in local time).
+    let first = app.scrollback.iter().find(|e| e.earlier).unwrap();
+    let expected = chrono::DateTime::parse_from_rfc3339("2026-12-02T09:15:00.000Z")
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .time();
+    assert_eq!(first.time, expected);
+}
+
+#[test]
+fn an_empty_room_asks_for_nothing_and_plain_mode_never_asks() {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    assert!(asked(&app.update(welcome_at(0))).is_empty());
+    let mut plain = App::new(Settings::default());
+    let mut effects = plain.update(Msg::Net(NetEvent::Connected { plain: true }));
+    effects.extend(plain.update(key(KeyCode::Home)));
+    effects.extend(plain.update(Msg::WheelUp));
+    assert!(
+        asked(&effects).is_empty(),
+        "the original server keeps no history"
+    );
+}
+
+/// Connected, saw events 1 to 10 live, lost the connection, and is welcomed back at `seq`.
+fn reconnected_at(seq: u64) -> (App, Vec<Effect>) {
+    let mut app = App::new(Settings::default());
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_at(0));
+    for s in 1..=10 {
+        app.update(server(said_at(s)));
+    }
+    lose_connection(&mut app);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(seq));
+    (app, effects)
+}
+
+#[test]
+fn after_a_reconnect_exactly_the_missed_events_are_fetched_page_by_page_and_put_in_place() {
+    let (mut app, effects) = reconnected_at(1_200);
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(10), HISTORY_RESUME_PAGE)]
+    );
+    // Live lines keep coming meanwhile.
+    app.update(server(said_at(1_201)));
+    app.update(server(said_at(1_202)));
+    let effects = app.update(history(11..=510, true, false));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(510), HISTORY_RESUME_PAGE)]
+    );
+    let effects = app.update(history(511..=1010, true, false));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(1010), HISTORY_RESUME_PAGE)]
+    );
+    // The last page overlaps what came live: nothing twice.
+    let effects = app.update(history(1011..=1201, false, false));
+    assert!(asked(&effects).is_empty(), "done: no more pages");
+    assert_eq!(
+        room_lines(&app),
+        lines(1..=1202),
+        "nothing missed, nothing twice"
+    );
+    assert!(
+        app.scrollback.iter().all(|e| !e.earlier),
+        "missed lines are not dimmed"
+    );
+    assert!(
+        !texts(&app)
+            .iter()
+            .any(|t| t.contains("lost while you were away")),
+        "no gap"
+    );
+}
+
+#[test]
+fn nothing_missed_means_nothing_asked() {
+    let (_, effects) = reconnected_at(10);
+    assert!(asked(&effects).is_empty());
+}
+
+#[test]
+fn a_gap_is_said_plainly_where_the_missing_events_were() {
+    let (mut app, _) = reconnected_at(100);
+    app.update(history(60..=100, false, true));
+    let all = texts(&app);
+    let notice = all
+        .iter()
+        .position(|t| t.contains("some messages were lost while you were away"))
+        .expect("the gap is said");
+    assert_eq!(
+        all[notice + 1],
+        "line 60",
+        "right before the first event after it"
+    );
+    assert_eq!(all[notice - 1..notice].len(), 1);
+    assert_eq!(room_lines(&app), [lines(1..=10), lines(60..=100)].concat());
+}
+
+#[test]
+fn a_lost_connection_forgets_the_request_and_the_next_welcome_asks_again() {
+    let (mut app, _) = reconnected_at(100);
+    lose_connection(&mut app);
+    // An answer that never came; the next connection asks from the same place.
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome_at(120));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(10), HISTORY_RESUME_PAGE)]
+    );
+}
+
+/// A client at the bottom of events 901 to 1000 (in a pane 10 rows high), with older ones on
+/// the server.
+fn with_older_history(cap: usize) -> App {
+    let mut app = App::new(Settings {
+        scrollback: cap,
+        ..Settings::default()
+    });
+    app.update(Msg::Resize {
+        width: 80,
+        height: 12,
+    });
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_at(1000));
+    app.update(history(951..=1000, true, false));
+    app.update(history([], false, false)); // (nothing in flight: ignored)
+    app
+}
+
+#[test]
+fn scrolling_to_the_top_loads_the_page_before_the_oldest_line() {
+    let mut app = with_older_history(10_000);
+    let effects = app.update(key(KeyCode::Home));
+    assert_eq!(asked(&effects), vec![ask(Some(951), None, HISTORY_PAGE)]);
+    let shown = |app: &App| {
+        let pos = app.scroll.expect("scrolled up");
+        (app.scrollback.get(pos.seq).unwrap().text.clone(), pos.skip)
+    };
+    let before = shown(&app);
+    assert!(
+        asked(&app.update(Msg::WheelUp)).is_empty(),
+        "one request at a time"
+    );
+    app.update(history(851..=950, true, false));
+    assert_eq!(room_lines(&app), lines(851..=1000));
+    assert_eq!(shown(&app), before, "the view stays on the lines it showed");
+    // Paging up reaches the new top and asks again; the last page says it is the start.
+    let mut effects = Vec::new();
+    for _ in 0..20 {
+        effects.extend(app.update(key(KeyCode::PageUp)));
+    }
+    assert_eq!(asked(&effects), vec![ask(Some(851), None, HISTORY_PAGE)]);
+    app.update(history(800..=850, false, false));
+    assert_eq!(
+        texts(&app)[0],
+        "the beginning of the room's history",
+        "said at the very top"
+    );
+    for _ in 0..40 {
+        assert!(
+            asked(&app.update(key(KeyCode::PageUp))).is_empty(),
+            "no more to ask"
+        );
+    }
+}
+
+#[test]
+fn the_wheel_at_the_top_loads_older_pages_too() {
+    let mut app = with_older_history(10_000);
+    let mut effects = Vec::new();
+    for _ in 0..30 {
+        effects.extend(app.update(Msg::WheelUp));
+    }
+    assert_eq!(asked(&effects), vec![ask(Some(951), None, HISTORY_PAGE)]);
+}
+
+#[test]
+fn older_pages_stay_within_the_cap_and_the_dropped_newest_come_back_at_the_bottom() {
+    let mut app = with_older_history(120);
+    app.update(key(KeyCode::Home));
+    app.update(history(851..=950, true, false));
+    assert!(app.scrollback.len() <= 120, "{}", app.scrollback.len());
+    assert_eq!(room_lines(&app).first().unwrap(), "line 851");
+    let newest = app.scrollback.newest_room_seq().unwrap();
+    assert!(newest < 1000, "the newest were dropped to make room");
+    // A live line meanwhile lands at the bottom.
+    app.update(server(said_at(1001)));
+    // Back at the bottom: the dropped lines are fetched again, after the newest held.
+    let effects = app.update(ctrl_key(KeyCode::End));
+    assert_eq!(
+        asked(&effects),
+        vec![ask(None, Some(newest), HISTORY_RESUME_PAGE)]
+    );
+    app.update(history(newest + 1..=1001, false, false));
+    let held = room_lines(&app);
+    assert_eq!(held.last().unwrap(), "line 1001");
+    let expected: Vec<String> = lines(1001 - held.len() as u64 + 1..=1001);
+    assert_eq!(held, expected, "contiguous, nothing twice");
+    assert!(app.scrollback.len() <= 120);
+}
+
+// ----- direct messages -----
+
+fn dm(from: (&str, &str), to: (&str, &str), text: &str) -> Msg {
+    server(ServerEvent::Dm {
+        from: user(from.0, from.1),
+        to: user(to.0, to.1),
+        text: text.into(),
+    })
+}
+
+fn dm_to(to: &str, text: &str) -> ClientCommand {
+    ClientCommand::Dm {
+        to: to.into(),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn slash_msg_sends_a_direct_message_and_tab_completes_the_name() {
+    let mut app = connected();
+    app.update(server(ServerEvent::Users {
+        users: vec![user(ME, ME), user(BOB, "bobby")],
+    }));
+    type_text(&mut app, "/msg bo");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.input.text(), "/msg bobby ");
+    type_text(&mut app, "lunch at one?");
+    assert_eq!(
+        sent(&app.update(key(KeyCode::Enter))),
+        vec![dm_to("bobby", "lunch at one?")]
+    );
+    for bad in ["/msg", "/msg bobby", "/msg bobby   "] {
+        type_text(&mut app, bad);
+        assert!(sent(&app.update(key(KeyCode::Enter))).is_empty(), "{bad}");
+        assert!(
+            texts(&app)
+                .last()
+                .unwrap()
+                .starts_with("usage: /msg NAME TEXT")
+        );
+    }
+}
+
+#[test]
+fn direct_messages_show_apart_from_chat_and_a_received_one_rings() {
+    let mut app = connected();
+    let effects = app.update(dm((BOB, "bob"), (ME, ME), "psst"));
+    assert_eq!(effects, vec![Effect::Bell]);
+    let entry = app.scrollback.iter().last().unwrap().clone();
+    assert_eq!(
+        (entry.kind, entry.name.as_deref(), entry.text.as_str()),
+        (EntryKind::DmReceived, Some("bob"), "psst")
+    );
+    // The server's echo of our own.
+    assert!(
+        app.update(dm((ME, ME), (BOB, "bob"), "hi")).is_empty(),
+        "no bell"
+    );
+    let entry = app.scrollback.iter().last().unwrap().clone();
+    assert_eq!(
+        (entry.kind, entry.name.as_deref(), entry.own),
+        (EntryKind::DmSent, Some("bob"), true)
+    );
+    let mut quiet = App::new(Settings {
+        bell: false,
+        ..Settings::default()
+    });
+    quiet.update(welcome(ME));
+    assert!(quiet.update(dm((BOB, "bob"), (ME, ME), "psst")).is_empty());
+}
+
+#[test]
+fn slash_r_answers_the_last_sender() {
+    let mut app = connected();
+    type_text(&mut app, "/r anyone?");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert!(texts(&app).last().unwrap().contains("nobody has sent you"));
+    app.update(dm((BOB, "bob"), (ME, ME), "one"));
+    app.update(dm(("1.1.1.1:1", "carol"), (ME, ME), "two"));
+    // Our own messages do not change who /r answers.
+    app.update(dm((ME, ME), (BOB, "bob"), "three"));
+    type_text(&mut app, "/r hello carol");
+    assert_eq!(
+        sent(&app.update(key(KeyCode::Enter))),
+        vec![dm_to("carol", "hello carol")]
+    );
+}
+
+#[test]
+fn no_such_user_is_shown() {
+    let mut app = connected();
+    type_text(&mut app, "/msg ghost boo");
+    app.update(key(KeyCode::Enter));
+    app.update(server(ServerEvent::error(
+        ErrorCode::NoSuchUser,
+        "no user named ghost is online",
+    )));
+    let last = app.scrollback.iter().last().unwrap();
+    assert_eq!(
+        (last.kind, last.text.as_str()),
+        (EntryKind::Error, "error: no user named ghost is online")
+    );
+}
+
+#[test]
+fn direct_messages_typed_while_disconnected_wait_like_lines() {
+    let mut app = connected();
+    lose_connection(&mut app);
+    type_text(&mut app, "/msg bob later");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    app.update(Msg::Net(NetEvent::Unsent(vec![dm_to("amy", "in flight")])));
+    assert_eq!(app.outbox.len(), 2);
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    let effects = app.update(welcome(ME));
+    assert_eq!(
+        sent(&effects)
+            .into_iter()
+            .filter(|c| matches!(c, ClientCommand::Dm { .. }))
+            .collect::<Vec<_>>(),
+        vec![dm_to("amy", "in flight"), dm_to("bob", "later")]
+    );
 }

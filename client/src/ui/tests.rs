@@ -43,6 +43,7 @@ fn chat(app: &mut App, addr: &str, name: &str, text: &str) {
     server(
         app,
         ServerEvent::Chat {
+            stamp: None,
             addr: addr.into(),
             name: name.into(),
             text: text.into(),
@@ -58,6 +59,8 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Welcome {
+            idle_timeout_ms: 0,
+            seq: 0,
             version: 1,
             addr: ME.into(),
             name: ME.into(),
@@ -78,6 +81,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Join {
+            stamp: None,
             addr: MING.into(),
             name: "小明".into(),
         },
@@ -94,6 +98,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Rename {
+            stamp: None,
             addr: BOB.into(),
             old: "bob".into(),
             new: "robert".into(),
@@ -102,6 +107,7 @@ fn busy_app(width: u16, height: u16) -> App {
     server(
         &mut app,
         ServerEvent::Leave {
+            stamp: None,
             addr: "127.0.0.1:8001".into(),
             name: "carol".into(),
             reason: LeaveReason::Timeout,
@@ -218,12 +224,12 @@ fn quit_question_with_queued_lines() {
 
 fn plain_entry(text: &str) -> Entry {
     Entry {
-        time: NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
-        kind: EntryKind::Chat,
         name: Some("bob".into()),
-        text: text.into(),
-        own: false,
-        mention: false,
+        ..Entry::line(
+            NaiveTime::from_hms_opt(9, 41, 0).unwrap(),
+            EntryKind::Chat,
+            text,
+        )
     }
 }
 
@@ -236,7 +242,7 @@ fn wrapping_never_splits_or_overflows_wide_characters() {
     for width in 12..40 {
         let entry = plain_entry("宽字符👍🏽和 e\u{301} mixed with words, 一二三四五六七八九十");
         let lines = entry_lines(&entry, width);
-        assert_eq!(lines.len(), entry_rows(&entry, width));
+        assert_eq!(lines.len(), layout::entry_rows(&entry, width));
         let mut rejoined = String::new();
         for line in &lines {
             assert!(line.width() <= width, "width {width}: {:?}", row_text(line));
@@ -355,4 +361,56 @@ fn every_row_of_a_message_taller_than_the_pane_can_be_paged_to() {
     for word in &words {
         assert!(seen.contains(word.as_str()), "{word} was never on screen");
     }
+}
+
+#[test]
+fn the_status_bar_says_when_the_client_falls_behind() {
+    let mut app = busy_app(100, 12);
+    app.update(Msg::Backlog(1500));
+    let screen = screen_text(&render(&app, 100, 12));
+    assert!(screen.contains("│ behind: 1500 queued"), "{screen}");
+    app.dirty = false;
+    app.update(Msg::Backlog(1500));
+    assert!(!app.dirty, "no change, no redraw");
+    app.update(Msg::Backlog(0));
+    assert!(app.dirty);
+    let screen = screen_text(&render(&app, 100, 12));
+    assert!(!screen.contains("behind"), "{screen}");
+}
+
+#[test]
+fn direct_messages_are_styled_apart_from_chat() {
+    let mut app = busy_app(80, 12);
+    server(
+        &mut app,
+        ServerEvent::Dm {
+            from: user(BOB, "robert"),
+            to: user(ME, "alice"),
+            text: "psst, lunch?".into(),
+        },
+    );
+    server(
+        &mut app,
+        ServerEvent::Dm {
+            from: user(ME, "alice"),
+            to: user(BOB, "robert"),
+            text: "yes!".into(),
+        },
+    );
+    let terminal = render(&app, 80, 12);
+    insta::assert_snapshot!(terminal.backend());
+    let screen = screen_text(&terminal);
+    assert!(screen.contains("@ robert ->: psst, lunch?"), "{screen}");
+    assert!(screen.contains("@ -> robert: yes!"), "{screen}");
+    let buffer = terminal.backend().buffer();
+    let row = (0..12)
+        .find(|&y| {
+            (0..80)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .contains("psst")
+        })
+        .unwrap();
+    assert_eq!(buffer[(6, row)].bg, Color::LightMagenta, "the @ marker");
+    assert_eq!(buffer[(20, row)].fg, Color::LightMagenta, "the text");
 }
