@@ -138,6 +138,15 @@ impl ClusterState {
         self.roster.remove(&seq)
     }
 
+    /// Forgets what waits for a member that is gone, and the submissions it waited on.
+    fn drop_held(&mut self, id: MemberId) {
+        for held in self.held.remove(&id).into_iter().flatten() {
+            if let Held::Sub(sub) = held {
+                self.subs.remove(&sub);
+            }
+        }
+    }
+
     fn holder(&self, name: &str) -> Option<&Listed> {
         if let Some(seqs) = self.by_addr.get(name) {
             return seqs.iter().min().and_then(|s| self.roster.get(s));
@@ -368,7 +377,7 @@ impl Hub {
         let mut slow = Vec::new();
         state.deliver(super::Pending::To { id, line, then }, &mut slow);
         if then == Then::Forget {
-            state.cluster.held.remove(&id);
+            state.cluster.drop_held(id);
         }
         for id in slow {
             self.drop_slow(state, id);
@@ -405,13 +414,13 @@ impl Hub {
             reason: LeaveReason::Quit,
         });
         // Not held: at shutdown nothing more comes for it.
-        state.cluster.held.remove(&id);
+        state.cluster.drop_held(id);
         self.deliver_now(&mut state, id, Rendered::new(farewell), Then::Forget);
     }
 
     /// A slow member already removed here: the room hears it left, unless it was leaving.
     pub(super) fn c_dropped(&self, link: &Link, state: &mut State, id: MemberId, present: bool) {
-        state.cluster.held.remove(&id);
+        state.cluster.drop_held(id);
         if present {
             self.membership_changes.fetch_add(1, Ordering::Relaxed);
             link.submit(Op::Leave {
@@ -596,7 +605,7 @@ impl Hub {
                     return;
                 }
                 if let Some(id) = local {
-                    state.cluster.held.remove(&id);
+                    state.cluster.drop_held(id);
                     if let Some(member) = state.members.get_mut(&id)
                         && member.present
                     {
@@ -660,7 +669,10 @@ impl Hub {
                 Held::Sub(sub) => match cluster.subs.get(sub) {
                     Some((_, Sub::Ready { after, .. })) if *after > applied => {
                         // Flushed again once `after` is delivered.
-                        cluster.waiting_at.entry(*after).or_default().push(id);
+                        let waiting = cluster.waiting_at.entry(*after).or_default();
+                        if !waiting.contains(&id) {
+                            waiting.push(id);
+                        }
                         false
                     }
                     Some((_, Sub::Waiting)) => false,
