@@ -75,21 +75,10 @@ impl Servers {
 }
 
 async fn connect(server: SocketAddr, me: u64) -> Live {
-    connect_from(Client::connect(server).await, me)
+    connect_client(Client::connect(server).await, me)
 }
 
-/// Connects and waits until this client is in the room: in a cluster, a join is ordered
-/// when Redis logs it, not when the node accepts the connection.
-async fn connect_joined(server: SocketAddr, me: u64) -> Live {
-    let mut client = Client::connect(server).await;
-    let addr = client.addr.clone();
-    client
-        .skip_until(&format!("[{addr}]{addr}: I am here"))
-        .await;
-    connect_from(client, me)
-}
-
-fn connect_from(client: Client, me: u64) -> Live {
+fn connect_client(client: Client, me: u64) -> Live {
     let addr = client.addr.clone();
     let (reader, writer) = client.split();
     let (tx, echoes) = mpsc::unbounded_channel();
@@ -265,7 +254,14 @@ async fn run(nodes: &[&TestServer], secs: u64, clients: u64) {
     let server = nodes[0];
     // The observer stays for the whole run and sees the global order. It keeps itself alive
     // with `who`, which also exercises `who` under load.
-    let mut observer = connect_joined(server.addr, u64::MAX).await;
+    // It must be in the room before anyone else speaks: a session's join is not ordered by
+    // when its TCP connection was accepted, so wait for its own `I am here`.
+    let mut observer = {
+        let mut client = Client::connect(server.addr).await;
+        let me = client.addr.clone();
+        client.skip_until(&format!("[{me}]{me}: I am here")).await;
+        connect_client(client, u64::MAX)
+    };
     let observer_addr = observer.client_addr.clone();
     let until = Instant::now() + Duration::from_secs(secs);
     let users: Vec<_> = (0..clients)
