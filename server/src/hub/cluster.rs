@@ -188,6 +188,13 @@ impl Hub {
         let _ = self.cluster.set(link);
     }
 
+    /// False while this node cannot reach the room's shared log (cluster mode, Redis
+    /// unreachable): what a health check should report as unavailable (503). Always true
+    /// for a single node.
+    pub fn room_available(&self) -> bool {
+        self.cluster.get().is_none_or(|link| link.available())
+    }
+
     /// The newest seq delivered.
     pub fn applied(&self) -> u64 {
         self.lock().last_seq
