@@ -104,6 +104,12 @@ async fn who_on_any_node_lists_everyone_in_join_order() {
     }
     clients[1].send("rename|bea").await;
     clients[1].skip_until("rename ok").await;
+    // Every node has applied the rename once its client has seen a line sent after it.
+    clients[1].send("renamed").await;
+    let bea = clients[1].addr.clone();
+    for client in &mut clients {
+        client.skip_until(&said(&bea, "bea", "renamed")).await;
+    }
     let expected = vec![
         format!("{0}:{0}", watcher.addr),
         format!("{0}:{0}", clients[0].addr),
@@ -183,6 +189,9 @@ async fn direct_messages_reach_a_user_on_another_node_after_what_came_before() {
     bob.send("rename|bob").await;
     bob.skip_until("rename ok").await;
     let a = alice.addr.clone();
+    // Alice's node knows bob's name once alice has seen a line he sent after his rename.
+    bob.send("ready").await;
+    alice.skip_until(&said(&bob.addr, "bob", "ready")).await;
     for i in 0..20 {
         alice.send(&format!("chat {i}")).await;
         alice.send(&format!("to|bob|dm {i}")).await;
@@ -203,6 +212,8 @@ async fn direct_messages_reach_a_user_on_another_node_after_what_came_before() {
     // A user still under their default name is addressed by it.
     let mut carol = join(nodes[1].addr).await;
     let c = carol.addr.clone();
+    // Alice's node knows carol once alice has seen her login.
+    alice.skip_until(&said(&c, &c, "login")).await;
     alice.send(&format!("to|{c}|hi carol")).await;
     carol
         .skip_until(&format!("[{a}]alice -> {c}: hi carol"))
