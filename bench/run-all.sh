@@ -4,9 +4,19 @@
 #
 #   bench/run-all.sh                         # everything, 3 repeats
 #   REPS=1 ROWS="fanout-w32 latency" bench/run-all.sh
-#   TARGETS="chat chat-1t chat-json go redis" bench/run-all.sh
-#     (chat-1t: chat-server with --threads 1; chat-json: its JSON protocol)
-#   CHAT_SERVER_ARGS="--threads 1" bench/run-all.sh
+#   TARGETS="chat chat-mem chat-1t chat-json go redis" bench/run-all.sh
+#     (chat: chat-server with its room log on disk, a fresh file per run in the output
+#     directory, deleted after the run; chat-mem: --history-db :memory:; chat-1t:
+#     --threads 1; chat-json: the JSON protocol)
+#   CHAT_SERVER_ARGS="--history-sync full" bench/run-all.sh
+#   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base redis" bench/run-all.sh
+#     (chat-base: another build of chat-server, e.g. one from before the room log, run with
+#     the same flags but no --history-db; the caller builds it, see docs/BENCHMARKS.md)
+#
+# The rows resume, resume-gated, resume-after-leaves, idle-ping and idle-who run against
+# chat-server only (redis and the Go original have no history and no JSON mode); other
+# targets get "n/a" in the table. The idle rows run the server with its default
+# --idle-timeout 30s, so the clients' keepalive period is the real one.
 #
 # Every run gets a fresh server on a free 127.0.0.1 port (RSS figures start clean, and the
 # Go original may crash on disconnects), is bounded by chat-bench --timeout and by an
@@ -19,8 +29,9 @@ cd "$root"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 REPS="${REPS:-3}"
 TARGETS="${TARGETS:-chat go redis}"
-ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn}"
+ROWS="${ROWS:-fanout-w32 fanout-w1 fanout-c1000 latency connections slow-consumer churn resume resume-gated resume-after-leaves idle-ping idle-who}"
 CHAT_SERVER_ARGS="${CHAT_SERVER_ARGS:-}"
+CHAT_BASE_SERVER="${CHAT_BASE_SERVER:-}"
 out="${OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
@@ -43,6 +54,10 @@ bench="$target_dir/release/chat-bench"
 chat_server="$target_dir/release/chat-server"
 go_server=""
 [[ " $TARGETS " == *" go "* ]] && go_server=$(bench/scripts/build-go-server.sh)
+if [[ " $TARGETS " == *" chat-base "* && ! -x "$CHAT_BASE_SERVER" ]]; then
+    echo "chat-base needs CHAT_BASE_SERVER=/path/to/chat-server" >&2
+    exit 1
+fi
 
 # 5,000 connections need more than the usual 1,024 descriptors, in the servers too.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -52,9 +67,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel $(uname -r)"
     echo "- $(rustc --version)"
     [[ -n "$go_server" ]] && echo "- $(go version)"
+    [[ " $TARGETS " == *" chat-base "* ]] && echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
     command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
-    echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m $CHAT_SERVER_ARGS"
-    echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)"
+    echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m (30s for idle-*) --history-db $out/history-RUN.sqlite3 (chat-mem: :memory:) $CHAT_SERVER_ARGS"
+    echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol bench || echo ' (with uncommitted changes)')"
+    echo "- load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 } >"$out/machine.md"
 
 # Below the ephemeral range: the bench's own outgoing connections use those ports.
@@ -96,26 +113,64 @@ stop_server() {
         server_pid=""
     fi
 }
-trap stop_server EXIT
+trap 'stop_server; remove_history_db' EXIT
 
-# start_server TARGET LOG: sets server_pid and port.
+# Our server with its room log (chat-base may predate it).
+has_log() {
+    [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ]]
+}
+
+chat_only() {
+    case "$1" in
+        resume | resume-gated | resume-after-leaves | idle-ping | idle-who) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# The room log of the current run (on-disk targets): a fresh file, deleted after the run.
+history_db=""
+remove_history_db() {
+    if [[ -n "$history_db" ]]; then
+        rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal"
+        history_db=""
+    fi
+}
+
+# start_server TARGET LOG ROW RUN: sets server_pid and port.
 start_server() {
     port=$(free_port)
+    local idle=10m
+    [[ "$3" == idle-* ]] && idle=30s
+    # A fresh log per run: a leftover from an interrupted session would start at its seq.
+    history_db="$out/history-$4.sqlite3"
+    rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal"
+    local chat_args=(--listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 --idle-timeout "$idle")
     case "$1" in
         chat | chat-json)
             # shellcheck disable=SC2086
-            "$chat_server" --listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 \
-                --idle-timeout 10m $CHAT_SERVER_ARGS 2>"$2" &
+            "$chat_server" "${chat_args[@]}" --history-db "$history_db" $CHAT_SERVER_ARGS 2>"$2" &
             ;;
         chat-1t)
             # shellcheck disable=SC2086
-            "$chat_server" --listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 \
-                --idle-timeout 10m --threads 1 $CHAT_SERVER_ARGS 2>"$2" &
+            "$chat_server" "${chat_args[@]}" --history-db "$history_db" --threads 1 \
+                $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
+        chat-mem)
+            history_db=""
+            # shellcheck disable=SC2086
+            "$chat_server" "${chat_args[@]}" --history-db :memory: $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
+        chat-base)
+            history_db=""
+            # shellcheck disable=SC2086
+            "$CHAT_BASE_SERVER" "${chat_args[@]}" $CHAT_SERVER_ARGS 2>"$2" &
             ;;
         go)
+            history_db=""
             CHAT_LISTEN="127.0.0.1:$port" "$go_server" >"$2" 2>&1 &
             ;;
         redis)
+            history_db=""
             redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
                 --maxclients 20000 --daemonize no >"$2" 2>&1 &
             ;;
@@ -133,7 +188,20 @@ args_of() {
         connections) echo "--timeout 45s connections -n 5000" ;;
         slow-consumer) echo "--timeout 20s slow-consumer -c 10 -k 5 -m 40000 -w 32" ;;
         churn) echo "--timeout 20s churn -c 10 -p 4 --duration 2s" ;;
+        resume) echo "--timeout 60s resume -c 1000 --gap 100" ;;
+        resume-gated) echo "--timeout 60s resume -c 1000 --gap 100 --reconnect-concurrency 64" ;;
+        resume-after-leaves) echo "--timeout 60s resume -c 1000 --gap 100 --from after-leaves" ;;
+        idle-ping) echo "--timeout 100s idle-room -c 2000 --keepalive ping --duration 30s" ;;
+        idle-who) echo "--timeout 100s idle-room -c 2000 --keepalive who --duration 30s" ;;
         *) echo "unknown row $1" >&2; return 1 ;;
+    esac
+}
+
+# chat-bench's --timeout plus room for teardown.
+outer_timeout_of() {
+    case "$1" in
+        idle-*) echo 130 ;;
+        *) echo 90 ;;
     esac
 }
 
@@ -143,15 +211,19 @@ for row in $ROWS; do
     for rep in $(seq "$REPS"); do
         # Targets interleaved within a repeat, so a noisy minute hits all of them.
         for target in $TARGETS; do
+            if chat_only "$row" && ! has_log "$target"; then
+                echo "$row rep $rep $target: skipped ($target has no room log or no JSON keepalive)" >&2
+                continue
+            fi
             log="$out/$row.$target.$rep.log"
-            start_server "$target" "$log"
+            start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
-                chat-1t) bench_target=(--target chat) ;;
+                chat-1t | chat-mem | chat-base) bench_target=(--target chat) ;;
                 *) bench_target=(--target "$target") ;;
             esac
             # shellcheck disable=SC2046
-            report=$(timeout 90 "$bench" "${bench_target[@]}" --addr "127.0.0.1:$port" \
+            report=$(timeout "$(outer_timeout_of "$row")" "$bench" "${bench_target[@]}" --addr "127.0.0.1:$port" \
                 --server-pid "$server_pid" --json $(args_of "$row") 2>>"$log") || true
             if [[ -z "$report" ]]; then
                 report='{"error":"chat-bench printed no report (killed by the outer timeout?)"}'
@@ -163,12 +235,20 @@ for row in $ROWS; do
             printf '{"row":"%s","rep":%d,"target":"%s","server_alive":%s,"report":%s}\n' \
                 "$row" "$rep" "$target" "$alive" "$report" >>"$results"
             summary=$(sed -n 's/.*"error":\("[^"]*"\).*/error \1/p' <<<"$report")
-            echo "$row rep $rep $target: ${summary:-ok}" >&2
             stop_server
+            if [[ -n "$history_db" && -f "$history_db" ]]; then
+                echo "run-all: room log $(du -k "$history_db"* | awk '{s += $1} END {print s}') KiB on disk" >>"$log"
+            fi
+            remove_history_db
+            # tracing's levels, from the server's own lines (chat-bench writes none of these).
+            problems=$(grep -c -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' "$log" || true)
+            [[ "$problems" != 0 ]] && summary="${summary:-ok}; server log: $problems WARN/ERROR lines"
+            echo "$row rep $rep $target: ${summary:-ok}" >&2
         done
     done
 done
 
+echo "- load at end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)" >>"$out/machine.md"
 # shellcheck disable=SC2086
 "$bench" summarize "$results" --targets "$(tr ' ' ',' <<<"$TARGETS")" >"$out/table.md"
 cat "$out/machine.md" "$out/table.md"

@@ -20,6 +20,8 @@ pub struct Joined {
     pub reader: OwnedReadHalf,
     /// Whatever arrived after the join line, not yet read.
     pub lines: LineBuffer,
+    /// The join line itself (JSON mode: the `welcome`, with `seq` and `idle_timeout_ms`).
+    pub join_line: Vec<u8>,
     pub outgoing: Outgoing,
 }
 
@@ -114,10 +116,10 @@ pub async fn connect_and_join(
         Target::Chat | Target::Go => {}
     }
     let mut lines = LineBuffer::new();
-    'joining: loop {
+    let join_line = 'joining: loop {
         while let Some(line) = lines.next_line() {
             if is_join_line(target, line) {
-                break 'joining;
+                break 'joining line.to_vec();
             }
             if line.starts_with(b"error: ") || line.starts_with(b"-ERR") {
                 bail!("refused: {}", String::from_utf8_lossy(line));
@@ -126,7 +128,7 @@ pub async fn connect_and_join(
         if lines.fill(&mut reader).await.context("reading the join")? == 0 {
             bail!("the server closed the connection before the join");
         }
-    }
+    };
     let publisher = if target == Target::Redis && options.publisher {
         let stream = connect_socket(addr, None).await?;
         let (mut replies, writer) = stream.into_split();
@@ -141,6 +143,7 @@ pub async fn connect_and_join(
     Ok(Joined {
         reader,
         lines,
+        join_line,
         outgoing: Outgoing { writer, publisher },
     })
 }

@@ -7,12 +7,16 @@
 //! - [`wire`]: the payload line, per-target encoding, finding it in what comes back.
 //! - [`conn`]: connecting a client and waiting until the target has joined it.
 //! - [`scenario`]: fanout, latency, connections, slow-consumer and churn.
+//! - [`resume`]: reconnecting JSON clients fetch their gap from the room log (issue 9).
+//! - [`idle`]: an idle room of keepalive clients, `ping` or the old `who` (issue 8).
 //! - [`stats`]: per-receiver counting and the report.
 //! - [`procfs`]: CPU time and RSS of a process, and our own fd limit.
 //! - [`summary`]: the markdown table of a `run-all.sh` session.
 
 pub mod conn;
+pub mod idle;
 pub mod procfs;
+pub mod resume;
 pub mod scenario;
 pub mod stats;
 pub mod summary;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
+use chat_bench::idle::{IdlePlan, Keepalive};
+use chat_bench::resume::{ResumeFrom, ResumePlan};
 use chat_bench::scenario::{self, Broadcast, Env, Pacing};
 use chat_bench::{Report, Target};
 use clap::{Parser, Subcommand};
@@ -99,6 +101,39 @@ enum Scenario {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// C JSON clients leave, G events happen, all C reconnect at once and page `history`
+    /// after the last seq they saw until `more` is false (chat-server only).
+    Resume {
+        #[arg(short = 'c', long, default_value_t = 1000)]
+        clients: usize,
+        /// Events put into the room while the clients are away.
+        #[arg(long, default_value_t = 100)]
+        gap: u64,
+        /// `limit` of each history request (the server caps it at 500).
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
+        /// Resume after the seq each client saw (`seen`: the gap holds the clients' own C
+        /// leaves too), or after the last of those leaves (`after-leaves`).
+        #[arg(long, value_enum, default_value_t = ResumeFrom::Seen)]
+        from: ResumeFrom,
+        /// Connects opened at once when they come back (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        reconnect_concurrency: usize,
+    },
+    /// N idle JSON clients keep alive with `ping` (or the old chat-tui's `who`) for a
+    /// window: server CPU and bytes sent (chat-server only).
+    IdleRoom {
+        #[arg(short = 'c', long, default_value_t = 2000)]
+        clients: usize,
+        #[arg(long, value_enum, default_value_t = Keepalive::Ping)]
+        keepalive: Keepalive,
+        /// The measured window, after everyone joined.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Keepalive period [default: ping: the welcome's idle timeout / 3; who: 10s].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+    },
     /// Print the markdown table of a run-all.sh results file (JSON lines); runs nothing.
     Summarize {
         results: std::path::PathBuf,
@@ -116,6 +151,8 @@ impl Scenario {
             Scenario::Connections { .. } => "connections",
             Scenario::SlowConsumer { .. } => "slow-consumer",
             Scenario::Churn { .. } => "churn",
+            Scenario::Resume { .. } => "resume",
+            Scenario::IdleRoom { .. } => "idle-room",
             Scenario::Summarize { .. } => "summarize",
         }
     }
@@ -181,6 +218,39 @@ async fn run(cli: &Cli, env: &Env) -> anyhow::Result<Report> {
             parallel,
             duration,
         } => scenario::churn(env, clients, parallel, duration).await,
+        Scenario::Resume {
+            clients,
+            gap,
+            limit,
+            from,
+            reconnect_concurrency,
+        } => {
+            let plan = ResumePlan {
+                clients,
+                gap,
+                limit,
+                from,
+                reconnect_concurrency,
+            };
+            chat_bench::resume::resume(env, &plan).await
+        }
+        Scenario::IdleRoom {
+            clients,
+            keepalive,
+            duration,
+            every,
+        } => {
+            if every.is_some_and(|e| e.is_zero()) {
+                bail!("--every must be above zero");
+            }
+            let plan = IdlePlan {
+                clients,
+                keepalive,
+                duration,
+                every,
+            };
+            chat_bench::idle::idle_room(env, &plan).await
+        }
         Scenario::Summarize { .. } => bail!("summarize runs no scenario"),
     }
 }

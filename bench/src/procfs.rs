@@ -94,6 +94,23 @@ pub fn is_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// `TcpExt: ListenOverflows` from the text of /proc/net/netstat: connections dropped because
+/// a listening socket's accept queue was full (the client retries its SYN after 1 s).
+pub fn parse_listen_overflows(netstat: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|name| name == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The system-wide count of accept-queue overflows (of every listener in this network
+/// namespace, not only the server's).
+pub fn listen_overflows() -> Option<u64> {
+    parse_listen_overflows(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+}
+
 /// Raises our soft limit on open files to the hard limit: a thousand clients need a
 /// thousand sockets (two for redis senders).
 pub fn raise_fd_limit() -> u64 {
@@ -131,6 +148,16 @@ mod tests {
     fn status_rss() {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss_kib(status), Some(4321));
+    }
+
+    #[test]
+    fn netstat_listen_overflows() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                       TcpExt: 0 37162 37163\n\
+                       IpExt: InNoRoutes\n\
+                       IpExt: 0\n";
+        assert_eq!(parse_listen_overflows(netstat), Some(37162));
+        assert_eq!(parse_listen_overflows("IpExt: a\nIpExt: 1\n"), None);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Env {
 }
 
 impl Env {
-    fn server_usage(&self) -> Option<Usage> {
+    pub(crate) fn server_usage(&self) -> Option<Usage> {
         self.server_pid.and_then(procfs::usage)
     }
 }
@@ -94,7 +94,7 @@ struct Received {
     slow_reader: Option<OwnedReadHalf>,
 }
 
-fn nanos_since(base: Instant) -> u64 {
+pub(crate) fn nanos_since(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
@@ -400,7 +400,7 @@ async fn wait_for_logins(
 }
 
 /// Samples the server's RSS every 20 ms, keeping the highest.
-fn sample_peak_rss(pid: Option<u32>) -> (Arc<AtomicU64>, Option<JoinHandle<()>>) {
+pub(crate) fn sample_peak_rss(pid: Option<u32>) -> (Arc<AtomicU64>, Option<JoinHandle<()>>) {
     let peak = Arc::new(AtomicU64::new(0));
     let handle = pid.map(|pid| {
         let peak = peak.clone();
@@ -483,7 +483,7 @@ fn params_of(broadcast: &Broadcast) -> serde_json::Value {
     params
 }
 
-fn server_report(
+pub(crate) fn server_report(
     env: &Env,
     baseline: Option<Usage>,
     start: Option<Usage>,

@@ -176,7 +176,79 @@ pub struct Report {
     pub cycles: Option<u64>,
     pub cycles_per_s: Option<f64>,
     pub cycle_errors: Option<u64>,
+    /// resume: what the reconnected clients fetched and whether it was whole.
+    pub resume: Option<ResumeStats>,
+    /// idle-room: what an idle room of keepalive clients cost.
+    pub idle: Option<IdleStats>,
+    /// Why the scenario did not run against this target (e.g. redis keeps no history).
+    pub skipped: Option<String>,
     pub notes: Vec<String>,
+}
+
+/// resume: counts over all reconnected clients.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResumeStats {
+    pub clients: usize,
+    /// Payload events put into the room while the clients were away.
+    pub gap: u64,
+    /// `seen` or `after-leaves`: where the clients resumed from.
+    pub from: String,
+    pub resume_after_min: u64,
+    pub resume_after_max: u64,
+    /// The seq of the marker every client saw before disconnecting.
+    pub marker_seq: u64,
+    /// The newest seq once all the clients' leaves were logged.
+    pub after_leaves_seq: u64,
+    /// The seqs of the G payload events.
+    pub gap_first_seq: u64,
+    pub gap_last_seq: u64,
+    /// Clients that got an answer with `more: false`.
+    pub clients_complete: usize,
+    /// Events in all history answers (payloads, leaves, joins).
+    pub events_fetched: u64,
+    pub pages: u64,
+    /// Bytes the clients read from connect to their last page (live events included).
+    pub bytes_from_server: u64,
+    /// Seqs missing between consecutive events of one client's pages (from LAST+1 on).
+    pub seq_holes: u64,
+    /// Events whose seq was not above the one before (repeated or out of order).
+    pub seq_repeats: u64,
+    /// Clients whose pages ended before their welcome's seq.
+    pub short_of_welcome: u64,
+    /// Answers with `gap: true` (retention deleted something in range).
+    pub gap_flags: u64,
+    /// Gap payloads that reached a reconnected client live (they should come from history).
+    pub gap_events_live: u64,
+    pub server_cpu_ms_per_client: Option<f64>,
+    /// Connects opened at once in the measured phase (0: all at once).
+    pub reconnect_concurrency: usize,
+    /// Accept-queue overflows during the measured phase (system-wide `ListenOverflows`):
+    /// each one is a client whose connect waits for a SYN retransmit, 1 s or more.
+    pub listen_overflows: Option<u64>,
+}
+
+/// idle-room: what happened during the measured window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleStats {
+    /// `ping` or `who`.
+    pub keepalive: String,
+    pub clients: usize,
+    pub window_s: f64,
+    /// The keepalive period (ping: the welcome's idle timeout / 3; who: 10 s).
+    pub every_s: f64,
+    pub pings: u64,
+    pub pongs: u64,
+    /// `who` sent on the timer, and after room events (at most once per second).
+    pub whos_periodic: u64,
+    pub whos_on_events: u64,
+    pub users_replies: u64,
+    /// Room events (join, leave, rename, chat) the clients received in the window.
+    pub room_events: u64,
+    pub bytes_from_server: u64,
+    /// Clients the server closed (at any time).
+    pub disconnected: u64,
+    /// Server CPU over the window as a share of one core.
+    pub server_cpu_percent: Option<f64>,
 }
 
 impl Report {
@@ -209,6 +281,9 @@ impl Report {
         );
         if let Some(error) = &self.error {
             let _ = writeln!(out, "  error: {error}");
+        }
+        if let Some(skipped) = &self.skipped {
+            let _ = writeln!(out, "  skipped: {skipped}");
         }
         if self.expected_deliveries > 0 {
             let _ = writeln!(
@@ -271,6 +346,55 @@ impl Report {
                 out,
                 "  churn: {cycles} cycles = {rate:.0}/s, {} errors",
                 self.cycle_errors.unwrap_or(0)
+            );
+        }
+        if let Some(r) = &self.resume {
+            let _ = writeln!(
+                out,
+                "  resume from {} (after seq {}..{}; gap seqs {}..{}): {} of {} clients complete in {:.3} s; \
+                 {} events in {} pages, {} bytes; seq holes {} repeats {}, short of welcome {}, \
+                 gap flags {}, gap events live {}; server {:.3} ms CPU per client; \
+                 accept-queue overflows {}",
+                r.from,
+                r.resume_after_min,
+                r.resume_after_max,
+                r.gap_first_seq,
+                r.gap_last_seq,
+                r.clients_complete,
+                r.clients,
+                self.elapsed_s,
+                r.events_fetched,
+                r.pages,
+                r.bytes_from_server,
+                r.seq_holes,
+                r.seq_repeats,
+                r.short_of_welcome,
+                r.gap_flags,
+                r.gap_events_live,
+                r.server_cpu_ms_per_client.unwrap_or(f64::NAN),
+                r.listen_overflows
+                    .map_or_else(|| "unknown".to_string(), |n| n.to_string())
+            );
+        }
+        if let Some(i) = &self.idle {
+            let _ = writeln!(
+                out,
+                "  idle room, keepalive {} every {:.1} s, {} clients, {:.1} s: {} pings {} pongs, \
+                 {} + {} who (timer + events), {} user lists, {} room events, {} bytes from the \
+                 server, {} disconnected; server CPU {:.2} % of a core",
+                i.keepalive,
+                i.every_s,
+                i.clients,
+                i.window_s,
+                i.pings,
+                i.pongs,
+                i.whos_periodic,
+                i.whos_on_events,
+                i.users_replies,
+                i.room_events,
+                i.bytes_from_server,
+                i.disconnected,
+                i.server_cpu_percent.unwrap_or(f64::NAN)
             );
         }
         let _ = writeln!(out, "  bench cpu {:.3} s", self.bench_cpu_s);

@@ -18,6 +18,8 @@ pub struct Row {
     pub metric: &'static str,
     pub unit: &'static str,
     pub lower_is_better: bool,
+    /// Runs against chat-server only (history, JSON keepalives): other targets get "n/a".
+    pub chat_only: bool,
 }
 
 pub const ROWS: &[Row] = &[
@@ -27,6 +29,7 @@ pub const ROWS: &[Row] = &[
         metric: "/server/cpu_us_per_delivery",
         unit: "µs",
         lower_is_better: true,
+        chat_only: false,
     },
     Row {
         name: "fanout-w1",
@@ -34,6 +37,7 @@ pub const ROWS: &[Row] = &[
         metric: "/server/cpu_us_per_delivery",
         unit: "µs",
         lower_is_better: true,
+        chat_only: false,
     },
     Row {
         name: "fanout-c1000",
@@ -41,6 +45,7 @@ pub const ROWS: &[Row] = &[
         metric: "/deliveries_per_s",
         unit: "M/s",
         lower_is_better: false,
+        chat_only: false,
     },
     Row {
         name: "latency",
@@ -48,6 +53,7 @@ pub const ROWS: &[Row] = &[
         metric: "/latency/p99_us",
         unit: "ms",
         lower_is_better: true,
+        chat_only: false,
     },
     Row {
         name: "connections",
@@ -55,6 +61,7 @@ pub const ROWS: &[Row] = &[
         metric: "/rss_per_connection_kib",
         unit: "KiB",
         lower_is_better: true,
+        chat_only: false,
     },
     Row {
         name: "slow-consumer",
@@ -62,6 +69,7 @@ pub const ROWS: &[Row] = &[
         metric: "/healthy_delivered_fraction",
         unit: "%",
         lower_is_better: false,
+        chat_only: false,
     },
     Row {
         name: "slow-consumer",
@@ -69,6 +77,7 @@ pub const ROWS: &[Row] = &[
         metric: "rss_growth",
         unit: "MiB",
         lower_is_better: true,
+        chat_only: false,
     },
     Row {
         name: "churn",
@@ -76,6 +85,103 @@ pub const ROWS: &[Row] = &[
         metric: "/cycles_per_s",
         unit: "k/s",
         lower_is_better: false,
+        chat_only: false,
+    },
+    Row {
+        name: "resume",
+        label: "resume: 1,000 JSON clients reconnect at once, fetch a 100-event gap after the seq they saw: first connect to last page",
+        metric: "/elapsed_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume",
+        label: "  same: server CPU",
+        metric: "/server/cpu_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume",
+        label: "  same: events fetched per client (gap + leaves + joins)",
+        metric: "events_per_client",
+        unit: "",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume",
+        label: "  same: connects that overflowed the accept queue (1 s SYN retry)",
+        metric: "/resume/listen_overflows",
+        unit: "",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume-gated",
+        label: "resume, reconnecting 64 at a time: first connect to last page",
+        metric: "/elapsed_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume-gated",
+        label: "  same: server CPU",
+        metric: "/server/cpu_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume-after-leaves",
+        label: "resume after the clients' leaves (gap = 100 + joins): first connect to last page",
+        metric: "/elapsed_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "resume-after-leaves",
+        label: "  same: server CPU",
+        metric: "/server/cpu_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "idle-ping",
+        label: "idle room, 2,000 JSON clients, ping every 10 s, 30 s: server CPU",
+        metric: "/server/cpu_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "idle-ping",
+        label: "  same: bytes sent by the server",
+        metric: "/idle/bytes_from_server",
+        unit: "MB",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "idle-who",
+        label: "idle room, same with the old who every 10 s: server CPU",
+        metric: "/server/cpu_s",
+        unit: "s",
+        lower_is_better: true,
+        chat_only: true,
+    },
+    Row {
+        name: "idle-who",
+        label: "  same: bytes sent by the server",
+        metric: "/idle/bytes_from_server",
+        unit: "MB",
+        lower_is_better: true,
+        chat_only: true,
     },
 ];
 
@@ -86,6 +192,7 @@ fn scaled(unit: &str, value: f64) -> f64 {
         "%" => value * 100.0,
         "MiB" => value / 1024.0,
         "k/s" => value / 1e3,
+        "MB" => value / 1e6,
         _ => value,
     }
 }
@@ -95,6 +202,11 @@ fn metric_of(report: &Value, metric: &str) -> Option<f64> {
         let peak = report.pointer("/server/rss_peak_kib")?.as_f64()?;
         let baseline = report.pointer("/server/rss_baseline_kib")?.as_f64()?;
         return Some(peak - baseline);
+    }
+    if metric == "events_per_client" {
+        let events = report.pointer("/resume/events_fetched")?.as_f64()?;
+        let clients = report.pointer("/resume/clients")?.as_f64()?;
+        return (clients > 0.0).then(|| events / clients);
     }
     report.pointer(metric)?.as_f64()
 }
@@ -132,18 +244,23 @@ impl Cell {
     }
 
     fn render(&self, unit: &str) -> String {
+        let unit = if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {unit}")
+        };
         let mut out = match self.median() {
             Some(m) => {
                 let (min, max) = (self.values[0], self.values[self.values.len() - 1]);
                 if self.values.len() > 1 {
                     format!(
-                        "{} {unit} ({}–{})",
+                        "{}{unit} ({}–{})",
                         format_value(m),
                         format_value(min),
                         format_value(max)
                     )
                 } else {
-                    format!("{} {unit}", format_value(m))
+                    format!("{}{unit}", format_value(m))
                 }
             }
             None => "—".to_string(),
@@ -187,21 +304,35 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
+    // Ratio columns only when redis ran: each target but redis, divided by redis.
+    let has_redis = targets.contains(&"redis");
+    let ratioed: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| has_redis && *t != "redis")
+        .collect();
     let mut out = String::new();
     let _ = write!(out, "| scenario |");
     for target in targets {
         let _ = write!(out, " {target} |");
     }
-    for target in targets.iter().filter(|t| **t != "redis") {
+    for target in &ratioed {
         let _ = write!(out, " {target} ÷ redis |");
     }
     out.push('\n');
     let _ = write!(out, "|---|");
-    for _ in 0..targets.len() + targets.iter().filter(|t| **t != "redis").count() {
+    for _ in 0..targets.len() + ratioed.len() {
         out.push_str("---|");
     }
     out.push('\n');
     for row in ROWS {
+        // A session that ran a subset of the rows gets a table of that subset.
+        if !records
+            .iter()
+            .any(|r| r.get("row").and_then(Value::as_str) == Some(row.name))
+        {
+            continue;
+        }
         let mut cells: BTreeMap<&str, Cell> = BTreeMap::new();
         for target in targets {
             let mut cell = Cell {
@@ -231,11 +362,18 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
             cells.insert(target, cell);
         }
         let _ = write!(out, "| {} |", row.label);
+        // chat-base is another build of our server, possibly from before the room log.
+        let not_applicable =
+            |target: &str| row.chat_only && (!target.starts_with("chat") || target == "chat-base");
         for target in targets {
-            let _ = write!(out, " {} |", cells[target].render(row.unit));
+            if not_applicable(target) {
+                out.push_str(" n/a |");
+            } else {
+                let _ = write!(out, " {} |", cells[target].render(row.unit));
+            }
         }
         let redis = cells.get("redis").and_then(Cell::median);
-        for target in targets.iter().filter(|t| **t != "redis") {
+        for target in &ratioed {
             let ratio = match (cells[target].median(), redis) {
                 (Some(m), Some(r)) if r != 0.0 => format!("{:.2}×", m / r),
                 _ => "—".into(),
@@ -264,7 +402,7 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         }
         let _ = write!(out, " {lost} / {dup} / {reordered} ({runs} runs) |");
     }
-    for _ in targets.iter().filter(|t| **t != "redis") {
+    for _ in &ratioed {
         out.push_str(" |");
     }
     out.push('\n');
@@ -293,5 +431,28 @@ mod tests {
         assert!(row.contains("0.200 µs (0.100–0.300)"), "{row}");
         assert!(row.contains("[1 of 1 failed: server died]"), "{row}");
         assert!(row.contains("2.00×"), "{row}");
+    }
+
+    #[test]
+    fn chat_only_rows_are_not_applicable_elsewhere() {
+        let lines = [
+            r#"{"row":"resume","rep":1,"target":"chat","report":{"completed":true,"elapsed_s":1.5,"server":{"cpu_s":0.5},"resume":{"clients":10,"events_fetched":250}}}"#,
+            r#"{"row":"resume","rep":1,"target":"chat-mem","report":{"completed":false,"elapsed_s":9.0}}"#,
+        ]
+        .join("\n");
+        let table = table(&lines, &["chat", "chat-mem", "redis"]);
+        let rows: Vec<&str> = table.lines().filter(|l| l.contains("resume")).collect();
+        assert!(rows[0].contains("| 1.50 s |"), "{}", rows[0]);
+        assert!(
+            rows[0].contains("[1 of 1 failed: incomplete]"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[0].contains("| n/a |"), "{}", rows[0]);
+        let per_client = table
+            .lines()
+            .find(|l| l.contains("events fetched per client"))
+            .expect("the row");
+        assert!(per_client.contains("| 25.0 |"), "{per_client}");
     }
 }

@@ -122,6 +122,19 @@ pub fn parse_payload(line: &[u8]) -> Option<Payload> {
     (tag == b"b" || tag.ends_with(b"\"b")).then_some(Payload { sender, seq, nanos })
 }
 
+/// The `seq` of a JSON room event or `welcome` line: the number after its last `"seq":`.
+/// Chat text cannot fake one: a `"` inside text is escaped, so `"seq":` never occurs in it.
+pub fn json_seq(line: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"seq\":";
+    let at = line.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let digits = &line[at..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    parse_u64(&digits[..end])
+}
+
 /// Splits a byte stream into lines, keeping a partial last line for the next read.
 #[derive(Debug)]
 pub struct LineBuffer {
@@ -245,6 +258,16 @@ mod tests {
         ] {
             assert_eq!(parse_payload(line), None);
         }
+    }
+
+    #[test]
+    fn finds_the_seq_of_events_and_welcome() {
+        let chat = br#"{"type":"chat","addr":"a","name":"n","text":"\"seq\":7","seq":1190,"ts":"2026-12-02T02:41:09.480Z"}"#;
+        assert_eq!(json_seq(chat), Some(1190));
+        let welcome = br#"{"type":"welcome","version":1,"addr":"a","name":"a","idle_timeout_ms":30000,"seq":1187}"#;
+        assert_eq!(json_seq(welcome), Some(1187));
+        assert_eq!(json_seq(br#"{"type":"pong"}"#), None);
+        assert_eq!(json_seq(br#"{"type":"chat","text":"\"seq\":7"}"#), None);
     }
 
     #[test]
