@@ -383,17 +383,22 @@ impl Hub {
             return self.c_welcome(id);
         }
         let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
-            return;
-        };
-        let welcome = ServerEvent::Welcome {
+        if let Some(welcome) = self.welcome_event(&state, id) {
+            self.send_to(&mut state, id, Rendered::new(welcome), Then::JsonFromHere);
+        }
+    }
+
+    /// The `welcome` for `id`, with the newest seq the room has decided (in cluster mode, the
+    /// newest this node has applied), if `id` is still here.
+    fn welcome_event(&self, state: &State, id: MemberId) -> Option<ServerEvent> {
+        let member = state.members.get(&id)?;
+        Some(ServerEvent::Welcome {
             version: PROTOCOL_VERSION,
             addr: member.addr.to_string(),
             name: member.name.clone(),
             idle_timeout_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             seq: state.last_seq,
-        };
-        self.send_to(&mut state, id, Rendered::new(welcome), Then::JsonFromHere);
+        })
     }
 
     /// Sends `id` an event meant for it alone.

@@ -21,7 +21,7 @@ use crate::cluster::driver::{OwnMember, Snapshot};
 use crate::cluster::{DmEntry, Kind, Link, LogEntry, Op};
 use crate::outbox::Rendered;
 use chat_protocol::names::{name_keys, validate_name};
-use chat_protocol::{ErrorCode, LeaveReason, NoticeCode, PROTOCOL_VERSION, ServerEvent, UserInfo};
+use chat_protocol::{ErrorCode, LeaveReason, NoticeCode, ServerEvent, UserInfo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -352,17 +352,9 @@ impl Hub {
     }
 
     fn send_welcome(&self, state: &mut State, id: MemberId) {
-        let Some(member) = state.members.get(&id) else {
-            return;
-        };
-        let welcome = ServerEvent::Welcome {
-            version: PROTOCOL_VERSION,
-            addr: member.addr.to_string(),
-            name: member.name.clone(),
-            idle_timeout_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-            seq: state.last_seq,
-        };
-        self.deliver_now(state, id, Rendered::new(welcome), Then::JsonFromHere);
+        if let Some(welcome) = self.welcome_event(state, id) {
+            self.deliver_now(state, id, Rendered::new(welcome), Then::JsonFromHere);
+        }
     }
 
     /// A line for one member: behind its submissions in flight, else at once.
