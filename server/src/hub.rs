@@ -56,6 +56,18 @@ struct Member {
 }
 
 impl Member {
+    /// A member just joined: present, under its address as its name, and not receiving
+    /// until its own join is delivered.
+    fn newcomer(addr: Arc<str>, outbox: Outbox) -> Member {
+        Member {
+            name: addr.to_string(),
+            addr,
+            outbox,
+            present: true,
+            receiving: false,
+        }
+    }
+
     fn info(&self) -> UserInfo {
         UserInfo {
             addr: self.addr.to_string(),
@@ -212,16 +224,9 @@ impl Hub {
         let id = state.next_id;
         state.next_id += 1;
         let addr: Arc<str> = addr.into();
-        state.members.insert(
-            id,
-            Member {
-                addr: addr.clone(),
-                name: addr.to_string(),
-                outbox,
-                present: true,
-                receiving: false,
-            },
-        );
+        state
+            .members
+            .insert(id, Member::newcomer(addr.clone(), outbox));
         state.default_names.insert(addr.clone(), id);
         let here = Rendered::new(ServerEvent::Here {
             addr: addr.to_string(),

@@ -217,16 +217,9 @@ impl Hub {
                 crate::cluster::driver::UNAVAILABLE_NOTICE,
             ));
         }
-        state.members.insert(
-            id,
-            Member {
-                addr: addr.clone(),
-                name: addr.to_string(),
-                outbox,
-                present: true,
-                receiving: false,
-            },
-        );
+        state
+            .members
+            .insert(id, Member::newcomer(addr.clone(), outbox));
         let sub = link.submit(Op::Join { conn: id, addr });
         hold_sub(&mut state, id, sub);
         id
