@@ -8,6 +8,10 @@
 #     (chat: chat-server with its room log on disk, a fresh file per run in the output
 #     directory, deleted after the run; chat-mem: --history-db :memory:; chat-1t:
 #     --threads 1; chat-json: the JSON protocol)
+#   TARGETS="chat chat-cluster" ROWS="fanout-w32 fanout-w1 latency" bench/run-all.sh
+#     (chat-cluster: three chat-server nodes with --cluster on one fresh redis-server, no
+#     persistence; clients spread round-robin over the nodes, CPU and RSS summed over the
+#     nodes and Redis)
 #   CHAT_SERVER_ARGS="--history-sync full" bench/run-all.sh
 #   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base redis" bench/run-all.sh
 #     (chat-base: another build of chat-server, e.g. one from before the room log, run with
@@ -46,7 +50,8 @@ need() {
     fi
 }
 [[ " $TARGETS " == *" go "* ]] && need go golang-go
-[[ " $TARGETS " == *" redis "* ]] && need redis-server redis-server
+[[ " $TARGETS " == *" redis "* || " $TARGETS " == *" chat-cluster "* ]] &&
+    need redis-server redis-server
 
 echo "building (release)" >&2
 cargo build --release -q -p chat-server -p chat-bench
@@ -70,6 +75,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     [[ " $TARGETS " == *" chat-base "* ]] && echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
     command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
     echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m (30s for idle-*) --history-db $out/history-RUN.sqlite3 (chat-mem: :memory:) $CHAT_SERVER_ARGS"
+    [[ " $TARGETS " == *" chat-cluster "* ]] && echo "- chat-cluster: redis-server --save \"\" --appendonly no on a fresh port and directory; three nodes --cluster redis://127.0.0.1:PORT --node-id n1..n3 --rate 0 --max-per-ip 0 --idle-timeout 10m $CHAT_SERVER_ARGS; clients round-robin over the nodes; CPU and RSS summed over the nodes and Redis"
     echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol bench || echo ' (with uncommitted changes)')"
     echo "- load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 } >"$out/machine.md"
@@ -103,21 +109,37 @@ wait_for_port() {
     return 1
 }
 
-server_pid=""
+# The processes of the current run, in start order (chat-cluster: Redis, then three nodes),
+# their addresses for chat-bench, and their logs.
+server_pids=()
+server_addrs=()
+server_logs=()
+redis_dir=""
+stop_one() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
 stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
+    # Last started first: a cluster's nodes stop before their Redis.
+    local i
+    for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
+        stop_one "${server_pids[$i]}"
+    done
+    server_pids=()
+    server_addrs=()
+    if [[ -n "$redis_dir" ]]; then
+        rm -rf "$redis_dir"
+        redis_dir=""
     fi
 }
 trap 'stop_server; remove_history_db' EXIT
 
 # Our server with its room log (chat-base may predate it).
 has_log() {
-    [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ]]
+    [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ||
+        "$1" == chat-cluster ]]
 }
 
 chat_only() {
@@ -136,11 +158,41 @@ remove_history_db() {
     fi
 }
 
-# start_server TARGET LOG ROW RUN: sets server_pid and port.
+# start_cluster LOG IDLE: one redis-server in a fresh directory, without persistence, and
+# three chat-server nodes using it; each process logs to LOG.NAME.
+start_cluster() {
+    local log_base=${1%.log} redis_port node port
+    redis_port=$(free_port)
+    redis_dir=$(mktemp -d "$out/redis.XXXXXX")
+    server_logs+=("$log_base.redis.log")
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$redis_dir" --save "" \
+        --appendonly no --maxclients 20000 --daemonize no >"$log_base.redis.log" 2>&1 &
+    server_pids+=($!)
+    wait_for_port "$redis_port"
+    for node in n1 n2 n3; do
+        port=$(free_port)
+        server_logs+=("$log_base.$node.log")
+        # shellcheck disable=SC2086
+        "$chat_server" --listen "127.0.0.1:$port" --cluster "redis://127.0.0.1:$redis_port" \
+            --node-id "$node" --rate 0 --max-per-ip 0 --idle-timeout "$2" \
+            $CHAT_SERVER_ARGS 2>"$log_base.$node.log" &
+        server_pids+=($!)
+        server_addrs+=("127.0.0.1:$port")
+        wait_for_port "$port"
+    done
+}
+
+# start_server TARGET LOG ROW RUN: sets server_pids, server_addrs and server_logs.
 start_server() {
-    port=$(free_port)
+    server_logs=("$2")
     local idle=10m
     [[ "$3" == idle-* ]] && idle=30s
+    if [[ "$1" == chat-cluster ]]; then
+        history_db=""
+        start_cluster "$2" "$idle"
+        return
+    fi
+    port=$(free_port)
     # A fresh log per run: a leftover from an interrupted session would start at its seq.
     history_db="$out/history-$4.sqlite3"
     rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal"
@@ -175,7 +227,8 @@ start_server() {
                 --maxclients 20000 --daemonize no >"$2" 2>&1 &
             ;;
     esac
-    server_pid=$!
+    server_pids=($!)
+    server_addrs=("127.0.0.1:$port")
     wait_for_port "$port"
 }
 
@@ -221,19 +274,23 @@ for row in $ROWS; do
             start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
-                chat-1t | chat-mem | chat-base) bench_target=(--target chat) ;;
+                chat-1t | chat-mem | chat-base | chat-cluster) bench_target=(--target chat) ;;
                 *) bench_target=(--target "$target") ;;
             esac
             # shellcheck disable=SC2046
-            report=$(timeout "$(outer_timeout_of "$row")" "$bench" "${bench_target[@]}" --addr "127.0.0.1:$port" \
-                --server-pid "$server_pid" --json $(args_of "$row") 2>>"$log") || true
+            report=$(timeout "$(outer_timeout_of "$row")" "$bench" "${bench_target[@]}" \
+                --addr "$(IFS=,; echo "${server_addrs[*]}")" \
+                --server-pid "$(IFS=,; echo "${server_pids[*]}")" \
+                --json $(args_of "$row") 2>>"$log") || true
             if [[ -z "$report" ]]; then
                 report='{"error":"chat-bench printed no report (killed by the outer timeout?)"}'
             fi
             # A crashed child is a zombie until reaped: kill -0 would still succeed.
-            state=$(awk '{print $3}' "/proc/$server_pid/stat" 2>/dev/null || true)
             alive=true
-            [[ -z "$state" || "$state" == Z || "$state" == X ]] && alive=false
+            for pid in "${server_pids[@]}"; do
+                state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+                [[ -z "$state" || "$state" == Z || "$state" == X ]] && alive=false
+            done
             printf '{"row":"%s","rep":%d,"target":"%s","load1":%s,"server_alive":%s,"report":%s}\n' \
                 "$row" "$rep" "$target" "$load1" "$alive" "$report" >>"$results"
             summary=$(sed -n 's/.*"error":\("[^"]*"\).*/error \1/p' <<<"$report")
@@ -243,7 +300,7 @@ for row in $ROWS; do
             fi
             remove_history_db
             # tracing's levels, from the server's own lines (chat-bench writes none of these).
-            problems=$(grep -c -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' "$log" || true)
+            problems=$(cat "${server_logs[@]}" | grep -c -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' || true)
             [[ "$problems" != 0 ]] && summary="${summary:-ok}; server log: $problems WARN/ERROR lines"
             echo "$row rep $rep $target: ${summary:-ok} (load $load1)" >&2
         done

@@ -274,7 +274,7 @@ pub async fn idle_room(env: &Env, plan: &IdlePlan) -> anyhow::Result<Report> {
     let mut clients = JoinSet::new();
     for index in 0..plan.clients {
         let client = Client {
-            addr: env.addr,
+            addr: env.addr(index),
             plan: plan.clone(),
             seed: seed.wrapping_add(index as u64),
             gate: gate.clone(),
@@ -342,7 +342,7 @@ pub async fn idle_room(env: &Env, plan: &IdlePlan) -> anyhow::Result<Report> {
     let disconnected_before = counters.disconnected.load(Ordering::Relaxed);
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
-    let (peak, sampler) = sample_peak_rss(env.server_pid);
+    let (peak, sampler) = sample_peak_rss(&env.server_pids);
     let started = Instant::now();
     // Clients that end early (closed by the server) end the window's quiet: note them.
     let window_end = TokioInstant::now() + plan.duration;

@@ -24,12 +24,14 @@ struct Cli {
     /// With --target chat: use the JSON protocol instead of plain lines.
     #[arg(long)]
     json_mode: bool,
-    /// Server address; only loopback addresses are accepted.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    addr: SocketAddr,
-    /// The server's pid, to report its CPU time per delivery and its RSS from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Server address; only loopback addresses are accepted. Repeat it (or give a comma
+    /// list) for a cluster's nodes: clients are spread over them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8000")]
+    addr: Vec<SocketAddr>,
+    /// The server's pid, to report its CPU time per delivery and its RSS from /proc. Repeat
+    /// it (or give a comma list) for a cluster's nodes and its Redis: CPU and RSS are summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Bound on the whole run (connect, settle, measure), e.g. 20s.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -270,7 +272,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if !cli.addr.ip().is_loopback() {
+    if cli.addr.iter().any(|addr| !addr.ip().is_loopback()) {
         eprintln!("chat-bench only loads servers on this machine: use a 127.0.0.1 address");
         return ExitCode::from(2);
     }
@@ -284,9 +286,9 @@ fn main() -> ExitCode {
     };
     let fd_limit = chat_bench::procfs::raise_fd_limit();
     let env = Env {
-        addr: cli.addr,
+        addrs: cli.addr.clone(),
         target,
-        server_pid: cli.server_pid,
+        server_pids: cli.server_pid.clone(),
         timeout: cli.timeout,
         connect_concurrency: cli.connect_concurrency.unwrap_or(if target == Target::Go {
             1

@@ -55,6 +55,24 @@ pub fn usage(pid: u32) -> Option<Usage> {
     usage_at(&format!("/proc/{pid}"))
 }
 
+/// The usage of several processes summed (CPU, schedstat and RSS); `None` if there are no
+/// pids or any of them cannot be read (a dead server must not look cheap).
+pub fn usage_sum(pids: &[u32]) -> Option<Usage> {
+    let mut total: Option<Usage> = None;
+    for &pid in pids {
+        let one = usage(pid)?;
+        total = Some(match total {
+            None => one,
+            Some(t) => Usage {
+                cpu: t.cpu + one.cpu,
+                cpu_schedstat: t.cpu_schedstat.zip(one.cpu_schedstat).map(|(a, b)| a + b),
+                rss_kib: t.rss_kib + one.rss_kib,
+            },
+        });
+    }
+    total
+}
+
 pub fn usage_of_self() -> Option<Usage> {
     usage_at("/proc/self")
 }
@@ -166,5 +184,17 @@ mod tests {
         assert!(usage.rss_kib > 0);
         assert!(is_alive(std::process::id()));
         assert!(!is_alive(u32::MAX));
+    }
+
+    #[test]
+    fn usage_sums_over_pids() {
+        let me = std::process::id();
+        assert_eq!(usage_sum(&[]), None);
+        assert_eq!(usage_sum(&[me, u32::MAX]), None);
+        let one = usage_sum(&[me]).expect("readable");
+        let two = usage_sum(&[me, me]).expect("readable");
+        // Our own RSS and CPU move between the reads: twice one, give or take.
+        assert!(two.rss_kib >= one.rss_kib * 2 - one.rss_kib / 2);
+        assert!(two.cpu >= one.cpu);
     }
 }

@@ -318,7 +318,7 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
         bail!("resume needs at least one client, one gap event and a limit of at least 1");
     }
     let deadline = tokio::time::Instant::from_std(base + env.timeout);
-    let addr = env.addr;
+    let addr = env.addr(0);
 
     // Phase 1: everyone joins and sees the marker.
     let sender = timeout_at(
@@ -334,7 +334,7 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
     let (joined_tx, mut joined_rx) = mpsc::unbounded_channel();
     let mut joining = JoinSet::new();
     for index in 0..plan.clients {
-        let (gate, joined_tx) = (gate.clone(), joined_tx.clone());
+        let (gate, joined_tx, addr) = (gate.clone(), joined_tx.clone(), env.addr(index));
         joining.spawn(async move {
             join_until_marker(addr, gate, joined_tx)
                 .await
@@ -427,13 +427,14 @@ pub async fn resume(env: &Env, plan: &ResumePlan) -> anyhow::Result<Report> {
     let overflows_before = procfs::listen_overflows();
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
-    let (peak, sampler) = sample_peak_rss(env.server_pid);
+    let (peak, sampler) = sample_peak_rss(&env.server_pids);
     let started = Instant::now();
     let cancel = CancellationToken::new();
     let (progress_tx, mut progress) = mpsc::unbounded_channel();
     let mut resuming = JoinSet::new();
-    for &last in &resume_after {
+    for (index, &last) in resume_after.iter().enumerate() {
         let (plan, progress_tx, cancel) = (plan.clone(), progress_tx.clone(), cancel.clone());
+        let addr = env.addr(index);
         let gate = reconnect_gate.clone();
         resuming.spawn(async move {
             let resumed =

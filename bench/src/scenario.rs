@@ -20,15 +20,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::{ConnectOptions, Outgoing, connect_and_join};
 use crate::procfs::{self, Usage};
-use crate::stats::{LatencySummary, Report, ServerUsage, Tracker, new_histogram};
+use crate::stats::{LatencySummary, PidCpu, Report, ServerUsage, Tracker, new_histogram};
 use crate::wire::{LineBuffer, MARKER_SENDER, MAX_PLAIN_LINE, Target, encode, parse_payload};
 
 /// What every scenario needs to know about the target.
 #[derive(Debug, Clone)]
 pub struct Env {
-    pub addr: SocketAddr,
+    /// Server addresses (at least one): client `i` connects to `addrs[i % addrs.len()]`, so
+    /// clients are spread round-robin over the nodes of a cluster.
+    pub addrs: Vec<SocketAddr>,
     pub target: Target,
-    pub server_pid: Option<u32>,
+    /// Server processes (none, one, or a cluster's nodes and its Redis): CPU time and RSS
+    /// are summed over all of them.
+    pub server_pids: Vec<u32>,
     /// Bound on the whole run: connecting, settling and measuring.
     pub timeout: Duration,
     /// Connections being opened at once.
@@ -36,8 +40,22 @@ pub struct Env {
 }
 
 impl Env {
+    /// The address client `index` connects to.
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        self.addrs[index % self.addrs.len()]
+    }
+
+    /// The servers' usage summed over every pid; `None` if any of them cannot be read.
     pub(crate) fn server_usage(&self) -> Option<Usage> {
-        self.server_pid.and_then(procfs::usage)
+        procfs::usage_sum(&self.server_pids)
+    }
+
+    /// Each server's CPU time (utime + stime), in the order of `server_pids`.
+    pub(crate) fn server_cpu_by_pid(&self) -> Vec<Option<Duration>> {
+        self.server_pids
+            .iter()
+            .map(|&pid| procfs::usage(pid).map(|u| u.cpu))
+            .collect()
     }
 }
 
@@ -238,7 +256,7 @@ impl Room {
                 count_logins: None,
             };
             let (gate, events_tx, cancel) = (gate.clone(), events_tx.clone(), cancel.clone());
-            let (target, addr) = (env.target, env.addr);
+            let (target, addr) = (env.target, env.addr(index));
             connecting.spawn(async move {
                 let _permit = gate.acquire_owned().await?;
                 let joined = connect_and_join(target, addr, options).await?;
@@ -399,16 +417,16 @@ async fn wait_for_logins(
     Ok(())
 }
 
-/// Samples the server's RSS every 20 ms, keeping the highest.
-pub(crate) fn sample_peak_rss(pid: Option<u32>) -> (Arc<AtomicU64>, Option<JoinHandle<()>>) {
+/// Samples the servers' RSS (summed over all pids) every 20 ms, keeping the highest.
+pub(crate) fn sample_peak_rss(pids: &[u32]) -> (Arc<AtomicU64>, Option<JoinHandle<()>>) {
     let peak = Arc::new(AtomicU64::new(0));
-    let handle = pid.map(|pid| {
-        let peak = peak.clone();
+    let handle = (!pids.is_empty()).then(|| {
+        let (peak, pids) = (peak.clone(), pids.to_vec());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             loop {
                 tick.tick().await;
-                if let Some(usage) = procfs::usage(pid) {
+                if let Some(usage) = procfs::usage_sum(&pids) {
                     peak.fetch_max(usage.rss_kib, Ordering::Relaxed);
                 }
             }
@@ -491,7 +509,7 @@ pub(crate) fn server_report(
     peak_kib: u64,
     per: u64,
 ) -> Option<ServerUsage> {
-    let pid = env.server_pid?;
+    let pid = *env.server_pids.first()?;
     let baseline = baseline.map(|u| u.rss_kib).unwrap_or(0);
     let (cpu, rss_start) = start.map(|u| (u.cpu, u.rss_kib)).unwrap_or_default();
     let end_usage = end;
@@ -517,8 +535,29 @@ pub(crate) fn server_report(
         rss_start_kib: rss_start,
         rss_end_kib: rss_end,
         rss_peak_kib: peak_kib.max(rss_end).max(rss_start),
-        alive_at_end: procfs::is_alive(pid),
+        alive_at_end: env.server_pids.iter().all(|&pid| procfs::is_alive(pid)),
+        pids: if env.server_pids.len() > 1 {
+            env.server_pids.clone()
+        } else {
+            Vec::new()
+        },
+        cpu_s_by_pid: Vec::new(),
     })
+}
+
+/// Each server's CPU seconds over the window; a pid unreadable at either end gets `None`.
+fn cpu_seconds_by_pid(
+    pids: &[u32],
+    start: &[Option<Duration>],
+    end: &[Option<Duration>],
+) -> Vec<PidCpu> {
+    pids.iter()
+        .zip(start.iter().zip(end))
+        .map(|(&pid, (s, e))| PidCpu {
+            pid,
+            cpu_s: s.zip(*e).map(|(s, e)| e.saturating_sub(s).as_secs_f64()),
+        })
+        .collect()
 }
 
 /// fanout, latency and slow-consumer.
@@ -566,9 +605,10 @@ pub async fn broadcast(env: &Env, name: &str, broadcast: &Broadcast) -> anyhow::
     room.settle(1).await?;
 
     let healthy = broadcast.clients - usize::from(broadcast.slow_consumer.is_some());
+    let start_by_pid = env.server_cpu_by_pid();
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
-    let (peak, sampler) = sample_peak_rss(env.server_pid);
+    let (peak, sampler) = sample_peak_rss(&env.server_pids);
     let start_ns = nanos_since(base);
     let mut senders = Vec::new();
     for id in 0..broadcast.senders {
@@ -611,6 +651,7 @@ pub async fn broadcast(env: &Env, name: &str, broadcast: &Broadcast) -> anyhow::
         ));
     }
     let end_usage = env.server_usage();
+    let end_by_pid = env.server_cpu_by_pid();
     let bench_end = procfs::usage_of_self();
     if let Some(sampler) = sampler {
         sampler.abort();
@@ -657,6 +698,11 @@ pub async fn broadcast(env: &Env, name: &str, broadcast: &Broadcast) -> anyhow::
         peak.load(Ordering::Relaxed),
         report.deliveries,
     );
+    if let Some(server) = report.server.as_mut()
+        && env.server_pids.len() > 1
+    {
+        server.cpu_s_by_pid = cpu_seconds_by_pid(&env.server_pids, &start_by_pid, &end_by_pid);
+    }
     if broadcast.slow_consumer.is_some() {
         if report.expected_deliveries > 0 {
             report.healthy_delivered_fraction = Some(
@@ -742,12 +788,12 @@ pub async fn churn(
     room.settle(1).await?;
     let start_usage = env.server_usage();
     let bench_start = procfs::usage_of_self();
-    let (peak, sampler) = sample_peak_rss(env.server_pid);
+    let (peak, sampler) = sample_peak_rss(&env.server_pids);
     let started = Instant::now();
     let stop_at = tokio::time::Instant::now() + duration.min(env.timeout / 2);
     let mut workers = JoinSet::new();
-    for _ in 0..parallel.max(1) {
-        let (target, addr) = (env.target, env.addr);
+    for worker in 0..parallel.max(1) {
+        let (target, addr) = (env.target, env.addr(clients.max(1) + worker));
         workers.spawn(async move {
             let mut cycle_latency = new_histogram();
             let (mut cycles, mut errors) = (0u64, 0u64);

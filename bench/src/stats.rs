@@ -143,7 +143,22 @@ pub struct ServerUsage {
     pub rss_end_kib: u64,
     /// Highest RSS sampled during the measured window.
     pub rss_peak_kib: u64,
+    /// Every server process was alive at the end.
     pub alive_at_end: bool,
+    /// Several servers (a cluster's nodes and its Redis): every pid, CPU and RSS above are
+    /// sums over all of them, and `pid` is the first. Empty (and left out) for one server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
+    /// Several servers, broadcast scenarios: each one's share of `cpu_s`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_s_by_pid: Vec<PidCpu>,
+}
+
+/// One server process's CPU seconds over the measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct PidCpu {
+    pub pid: u32,
+    pub cpu_s: Option<f64>,
 }
 
 /// Everything one run measured. Fields that do not apply to a scenario stay `null`.
@@ -310,8 +325,13 @@ impl Report {
         if let Some(s) = &self.server {
             let _ = writeln!(
                 out,
-                "  server pid {}: cpu {:.3} s{}; RSS KiB baseline {} start {} peak {} end {}{}",
-                s.pid,
+                "  server {}: cpu {:.3} s{}; RSS KiB baseline {} start {} peak {} end {}{}",
+                if s.pids.is_empty() {
+                    format!("pid {}", s.pid)
+                } else {
+                    let pids: Vec<String> = s.pids.iter().map(u32::to_string).collect();
+                    format!("pids {} (summed)", pids.join("+"))
+                },
                 s.cpu_s,
                 s.cpu_us_per_delivery
                     .map(|us| format!(
@@ -325,6 +345,17 @@ impl Report {
                 s.rss_end_kib,
                 if s.alive_at_end { "" } else { " (DIED)" }
             );
+            if !s.cpu_s_by_pid.is_empty() {
+                let shares: Vec<String> = s
+                    .cpu_s_by_pid
+                    .iter()
+                    .map(|p| match p.cpu_s {
+                        Some(cpu) => format!("{} {cpu:.3} s", p.pid),
+                        None => format!("{} ?", p.pid),
+                    })
+                    .collect();
+                let _ = writeln!(out, "  cpu by pid: {}", shares.join(", "));
+            }
         }
         if let Some(per) = self.rss_per_connection_kib {
             let _ = writeln!(out, "  RSS per connection: {per:.2} KiB");

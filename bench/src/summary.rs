@@ -311,6 +311,8 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         .copied()
         .filter(|t| has_redis && *t != "redis")
         .collect();
+    // The cluster beside the single node it replaces, when both ran.
+    let cluster_ratio = targets.contains(&"chat") && targets.contains(&"chat-cluster");
     let mut out = String::new();
     let _ = write!(out, "| scenario |");
     for target in targets {
@@ -319,9 +321,12 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
     for target in &ratioed {
         let _ = write!(out, " {target} ÷ redis |");
     }
+    if cluster_ratio {
+        out.push_str(" chat-cluster ÷ chat |");
+    }
     out.push('\n');
     let _ = write!(out, "|---|");
-    for _ in 0..targets.len() + ratioed.len() {
+    for _ in 0..targets.len() + ratioed.len() + usize::from(cluster_ratio) {
         out.push_str("---|");
     }
     out.push('\n');
@@ -380,6 +385,13 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
             };
             let _ = write!(out, " {ratio} |");
         }
+        if cluster_ratio {
+            let ratio = match (cells["chat-cluster"].median(), cells["chat"].median()) {
+                (Some(c), Some(s)) if s != 0.0 => format!("{:.2}×", c / s),
+                _ => "—".into(),
+            };
+            let _ = write!(out, " {ratio} |");
+        }
         out.push('\n');
     }
     // Correctness over every run of every row.
@@ -402,7 +414,7 @@ pub fn table(lines: &str, targets: &[&str]) -> String {
         }
         let _ = write!(out, " {lost} / {dup} / {reordered} ({runs} runs) |");
     }
-    for _ in &ratioed {
+    for _ in 0..ratioed.len() + usize::from(cluster_ratio) {
         out.push_str(" |");
     }
     out.push('\n');
@@ -431,6 +443,24 @@ mod tests {
         assert!(row.contains("0.200 µs (0.100–0.300)"), "{row}");
         assert!(row.contains("[1 of 1 failed: server died]"), "{row}");
         assert!(row.contains("2.00×"), "{row}");
+    }
+
+    #[test]
+    fn the_cluster_is_divided_by_the_single_node() {
+        let lines = [
+            r#"{"row":"latency","rep":1,"target":"chat","report":{"latency":{"p99_us":1000.0}}}"#,
+            r#"{"row":"latency","rep":1,"target":"chat-cluster","report":{"latency":{"p99_us":1500.0}}}"#,
+        ]
+        .join("\n");
+        let table = table(&lines, &["chat", "chat-cluster"]);
+        assert!(table.contains("| chat-cluster ÷ chat |"), "{table}");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| latency"))
+            .expect("the row");
+        assert!(row.ends_with("| 1.50× |"), "{row}");
+        let widths: Vec<usize> = table.lines().map(|l| l.matches('|').count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{table}");
     }
 
     #[test]

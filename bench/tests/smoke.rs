@@ -38,9 +38,9 @@ where
 
 fn env(addr: std::net::SocketAddr, target: Target) -> Env {
     Env {
-        addr,
+        addrs: vec![addr],
         target,
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
         timeout: Duration::from_secs(20),
         connect_concurrency: 8,
     }

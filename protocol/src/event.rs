@@ -96,6 +96,12 @@ pub enum NoticeCode {
     IdleTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// The room's shared log cannot be reached (cluster mode): lines are refused until
+    /// `room_back`. Also: this server lost contact with the room for so long that its users
+    /// were announced as gone.
+    RoomUnavailable,
+    /// The room's shared log can be reached again: lines are accepted again.
+    RoomBack,
     #[serde(other)]
     Other,
 }

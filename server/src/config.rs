@@ -1,6 +1,7 @@
 //! Every limit the server enforces, with its default. `main.rs` maps each to a flag.
 
 use crate::auth::Password;
+use crate::cluster::ClusterConfig;
 use crate::room_log::HistoryConfig;
 use chat_protocol::limits;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct Config {
     /// A TLS handshake that has not finished after this long is abandoned and the
     /// connection closed (10 s): plain `nc` on the TLS port never becomes a user.
     pub tls_handshake_timeout: Duration,
+    /// Cluster mode: the room lives on this Redis, shared with the other nodes, instead of
+    /// the SQLite log (`history.db` is then unused). `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             auth_ip_failures: 10,
             auth_ip_window: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            cluster: None,
         }
     }
 }

@@ -18,9 +18,20 @@
 //! delivery of its leave: a member that times out still gets every line decided before its
 //! timeout, then its farewell, then nothing. Each member leaves exactly once: whoever ends its
 //! presence (its session, or a delivery that found it too slow) announces the leave.
+//!
+//! **Two ways to order the room.** The hub is the seam between the room and where its
+//! order comes from. In single-node mode (above) the order is decided here, under the lock,
+//! and made durable by the SQLite [room log](crate::room_log). In cluster mode
+//! ([`cluster`], `--cluster`) it is decided by Redis for all nodes at once, and this hub
+//! delivers what the stream says. The mode is checked once per request or per event, never
+//! per recipient: the fan-out loop ([`State::deliver`]) is the same for both.
 
+mod cluster;
+pub use cluster::Resolved;
+
+use crate::cluster::Link;
 use crate::outbox::{Mode, Outbox, Rendered};
-use crate::room_log::{Entry, RoomLog, format_ts, now_ms};
+use crate::room_log::{Answer, Entry, Query, RoomLog, format_ts, now_ms};
 use chat_protocol::names::{name_keys, validate_name};
 use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, Stamp, UserInfo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -45,6 +56,18 @@ struct Member {
 }
 
 impl Member {
+    /// A member just joined: present, under its address as its name, and not receiving
+    /// until its own join is delivered.
+    fn newcomer(addr: Arc<str>, outbox: Outbox) -> Member {
+        Member {
+            name: addr.to_string(),
+            addr,
+            outbox,
+            present: true,
+            receiving: false,
+        }
+    }
+
     fn info(&self) -> UserInfo {
         UserInfo {
             addr: self.addr.to_string(),
@@ -99,9 +122,11 @@ struct State {
     /// Present members still under their default name (their address), for direct messages.
     default_names: HashMap<Arc<str>, MemberId>,
     next_id: MemberId,
-    /// The newest seq given out.
+    /// The newest seq given out (in cluster mode: the newest delivered).
     last_seq: u64,
     pending: VecDeque<Pending>,
+    /// The roster and per-member queues of cluster mode; empty in single-node mode.
+    cluster: cluster::ClusterState,
 }
 
 /// The room. Shared by all sessions through an `Arc`.
@@ -114,6 +139,8 @@ pub struct Hub {
     idle_timeout: Duration,
     /// Set once, right after the hub is made: the log needs the hub to deliver to.
     log: OnceLock<Arc<RoomLog>>,
+    /// Set once in cluster mode, before the first member joins: the room's order is Redis's.
+    cluster: OnceLock<Arc<Link>>,
     /// More than [`BACKLOG_HIGH`] items wait for the log: sessions stop reading until
     /// delivery brings it under [`BACKLOG_LOW`] and wakes them with `backlog_cleared`.
     backlogged: std::sync::atomic::AtomicBool,
@@ -138,6 +165,7 @@ impl Hub {
             membership_changes: AtomicU64::new(0),
             idle_timeout,
             log: OnceLock::new(),
+            cluster: OnceLock::new(),
             backlogged: std::sync::atomic::AtomicBool::new(false),
             backlog_cleared: tokio::sync::Notify::new(),
         })
@@ -168,6 +196,17 @@ impl Hub {
         self.log.get()
     }
 
+    /// Answers a history query from wherever the room's log is: SQLite or Redis.
+    pub async fn history(&self, query: Query) -> anyhow::Result<Answer> {
+        if let Some(link) = self.cluster.get() {
+            return self.c_history(link, query).await;
+        }
+        match self.log.get() {
+            Some(log) => log.query(query).await,
+            None => anyhow::bail!("this room keeps no log"),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that
         // matters more than keeping the room up, so a poisoned lock is used as it is.
@@ -177,21 +216,17 @@ impl Hub {
     /// Adds a member: everyone (the newcomer included) gets its `login`, then the newcomer
     /// gets `I am here`.
     pub fn join(&self, addr: &str, outbox: Outbox) -> MemberId {
+        if let Some(link) = self.cluster.get() {
+            return self.c_join(link, addr, outbox);
+        }
         self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
         let addr: Arc<str> = addr.into();
-        state.members.insert(
-            id,
-            Member {
-                addr: addr.clone(),
-                name: addr.to_string(),
-                outbox,
-                present: true,
-                receiving: false,
-            },
-        );
+        state
+            .members
+            .insert(id, Member::newcomer(addr.clone(), outbox));
         state.default_names.insert(addr.clone(), id);
         let here = Rendered::new(ServerEvent::Here {
             addr: addr.to_string(),
@@ -209,6 +244,9 @@ impl Hub {
 
     /// Broadcasts a chat line from `id` to everyone, the sender included.
     pub fn chat(&self, id: MemberId, text: String) {
+        if let Some(link) = self.cluster.get() {
+            return self.c_chat(link, id, text);
+        }
         let mut state = self.lock();
         let Some(member) = state.members.get(&id).filter(|m| m.present) else {
             return;
@@ -226,6 +264,9 @@ impl Hub {
     /// Sends `text` from `id` to the one present member named `to` (compared as names are
     /// for uniqueness; a default name is the address). Both get the line; nobody else.
     pub fn direct_message(&self, id: MemberId, to: &str, text: String) {
+        if let Some(link) = self.cluster.get() {
+            return self.c_direct_message(link, id, to, text);
+        }
         let mut state = self.lock();
         let Some(sender) = state.members.get(&id).filter(|m| m.present) else {
             return;
@@ -260,6 +301,9 @@ impl Hub {
 
     /// Sends `id` the list of online users, as one block.
     pub fn who(&self, id: MemberId) {
+        if self.cluster.get().is_some() {
+            return self.c_who(id);
+        }
         let mut state = self.lock();
         let users = state.users();
         self.send_to(
@@ -272,6 +316,9 @@ impl Hub {
 
     /// The online users, in join order.
     pub fn users(&self) -> Vec<UserInfo> {
+        if self.cluster.get().is_some() {
+            return self.c_users();
+        }
         self.lock().users()
     }
 
@@ -292,6 +339,9 @@ impl Hub {
     /// Renames `id`. On success the member gets `rename ok` and JSON clients hear of it; on
     /// failure the member gets one error line saying why.
     pub fn rename(&self, id: MemberId, new_name: &str) {
+        if let Some(link) = self.cluster.get() {
+            return self.c_rename(link, id, new_name);
+        }
         let mut state = self.lock();
         let Some(member) = state.members.get(&id).filter(|m| m.present) else {
             return;
@@ -334,18 +384,26 @@ impl Hub {
     /// Switches `id` to JSON mode and welcomes it, with the newest seq decided so far: every
     /// later event reaches it after the welcome.
     pub fn welcome(&self, id: MemberId) {
+        if self.cluster.get().is_some() {
+            return self.c_welcome(id);
+        }
         let mut state = self.lock();
-        let Some(member) = state.members.get(&id) else {
-            return;
-        };
-        let welcome = ServerEvent::Welcome {
+        if let Some(welcome) = self.welcome_event(&state, id) {
+            self.send_to(&mut state, id, Rendered::new(welcome), Then::JsonFromHere);
+        }
+    }
+
+    /// The `welcome` for `id`, with the newest seq the room has decided (in cluster mode, the
+    /// newest this node has applied), if `id` is still here.
+    fn welcome_event(&self, state: &State, id: MemberId) -> Option<ServerEvent> {
+        let member = state.members.get(&id)?;
+        Some(ServerEvent::Welcome {
             version: PROTOCOL_VERSION,
             addr: member.addr.to_string(),
             name: member.name.clone(),
             idle_timeout_ms: u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             seq: state.last_seq,
-        };
-        self.send_to(&mut state, id, Rendered::new(welcome), Then::JsonFromHere);
+        })
     }
 
     /// Sends `id` an event meant for it alone.
@@ -378,6 +436,9 @@ impl Hub {
     /// Sends `id` its last line and removes it without telling anyone: for shutdown, where
     /// everyone is leaving at once.
     pub fn say_and_forget(&self, id: MemberId, farewell: ServerEvent) {
+        if let Some(link) = self.cluster.get() {
+            return self.c_say_and_forget(link, id, farewell);
+        }
         self.membership_changes.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         if state.members.get(&id).is_some_and(|m| m.present) {
@@ -453,6 +514,9 @@ impl Hub {
     /// Queues a line for one member: at once if nothing waits for the log, else behind
     /// what waits, so it keeps its place in the order.
     fn send_to(&self, state: &mut State, id: MemberId, line: Arc<Rendered>, then: Then) {
+        if self.cluster.get().is_some() {
+            return self.c_send_to(state, id, line, then);
+        }
         let item = Pending::To { id, line, then };
         if state.pending.is_empty() {
             let mut slow = Vec::new();
@@ -467,6 +531,9 @@ impl Hub {
 
     /// Ends `id`'s presence and records its leave. False if it was not present.
     fn depart(&self, state: &mut State, id: MemberId, reason: LeaveReason) -> bool {
+        if let Some(link) = self.cluster.get() {
+            return self.c_depart(link, state, id, reason);
+        }
         let Some(member) = state.members.get_mut(&id).filter(|m| m.present) else {
             return false;
         };
@@ -490,6 +557,9 @@ impl Hub {
             return;
         };
         member.outbox.kill();
+        if let Some(link) = self.cluster.get() {
+            return self.c_dropped(link, state, id, member.present);
+        }
         if member.present {
             self.membership_changes.fetch_add(1, Ordering::Relaxed);
             state.forget(id, &member.addr, &member.name);

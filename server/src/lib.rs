@@ -17,8 +17,10 @@
 //! - [`tls`]: the TLS certificate and key, reloadable.
 //! - [`auth`]: the room password and the limit on wrong tries per address.
 //! - [`telemetry`]: the metrics the server counts, and the `/metrics` and `/healthz` endpoint.
+//! - [`cluster`]: several nodes serving one room through Redis (`--cluster`).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod listener;

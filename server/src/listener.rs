@@ -112,7 +112,8 @@ impl Drop for Slot {
 /// A server whose room log is open, ready to serve.
 pub struct Server {
     hub: Arc<Hub>,
-    log: Arc<RoomLog>,
+    /// `None` in cluster mode, where the room's log is on Redis.
+    log: Option<Arc<RoomLog>>,
     config: Config,
     /// The TLS listener and its certificate, if the server speaks TLS too.
     tls: Option<(TcpListener, Arc<Certs>)>,
@@ -124,13 +125,24 @@ impl Server {
     /// Opens the room log (creating it if need be) and continues its order. Fails, saying
     /// why, on a database that is locked by another server, corrupt or unwritable.
     pub fn open(config: Config) -> anyhow::Result<Server> {
+        if config.cluster.is_some() {
+            // Redis is reached in `run`, which is async.
+            let hub = Hub::new(0, config.idle_timeout);
+            return Ok(Server {
+                hub,
+                log: None,
+                config,
+                tls: None,
+                metrics: None,
+            });
+        }
         let opened = RoomLog::open(&config.history)?;
         let hub = Hub::new(opened.last_seq, config.idle_timeout);
         let log = opened.into_log();
         hub.attach_log(log.clone());
         Ok(Server {
             hub,
-            log,
+            log: Some(log),
             config,
             tls: None,
             metrics: None,
@@ -165,7 +177,6 @@ impl Server {
             tls,
             metrics,
         } = self;
-        log.start();
         let metrics = metrics.map(|(listener, handle)| {
             tokio::spawn(telemetry::serve(
                 listener,
@@ -174,6 +185,14 @@ impl Server {
                 shutdown.clone(),
             ))
         });
+        let Some(log) = log else {
+            run_cluster(hub, listener, tls, config, shutdown).await?;
+            if let Some(metrics) = metrics {
+                let _ = metrics.await;
+            }
+            return Ok(());
+        };
+        log.start();
         // Delivers what the log has committed, on the runtime, until every session is over.
         let deliveries = CancellationToken::new();
         let delivery = tokio::spawn(deliver_commits(
@@ -193,6 +212,24 @@ impl Server {
         hub.deliver_committed(log.committed_now());
         Ok(())
     }
+}
+
+/// Cluster mode: joins the room on Redis, serves, and on shutdown lets the room hear that
+/// this node's users left before unregistering.
+async fn run_cluster(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Option<(TcpListener, Arc<Certs>)>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(cluster) = config.cluster.clone() else {
+        anyhow::bail!("not in cluster mode");
+    };
+    let running = crate::cluster::start(hub.clone(), cluster, config.history.max_events).await?;
+    serve(listener, tls, hub, config, shutdown).await;
+    running.stop().await;
+    Ok(())
 }
 
 /// Opens the room log, then serves `listener` until `shutdown` is cancelled (see

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use chat_protocol::limits;
+use chat_server::cluster::ClusterConfig;
 use chat_server::tls::Certs;
 use chat_server::{Config, HistoryConfig, HistoryDb, Password, Server};
 use clap::Parser;
@@ -54,6 +55,16 @@ struct Args {
     /// a power loss too (an fsync per group commit).
     #[arg(long, env = "CHAT_HISTORY_SYNC", default_value = "normal", value_parser = ["normal", "full"])]
     history_sync: String,
+    /// Serve one room with every other node started with the same Redis
+    /// (`redis://HOST:PORT`); the room's log then lives in Redis, not in `--history-db`.
+    #[arg(long, env = "CHAT_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: host name, process id and a random part).
+    #[arg(long, env = "CHAT_NODE_ID", value_parser = node_id)]
+    node_id: Option<String>,
+    /// A node silent for this long is dead: the other nodes announce its users as leaving.
+    #[arg(long, env = "CHAT_NODE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    node_timeout: Duration,
     /// Worker threads (`0`: half the cores, at least one; `1` runs everything on one thread).
     #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
     threads: usize,
@@ -160,6 +171,20 @@ async fn listen(address: &str) -> std::io::Result<TcpListener> {
     }))
 }
 
+/// Node ids go into Redis key names: letters, digits, `-`, `_` and `.` only.
+fn node_id(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err("1 to 64 of A-Z, a-z, 0-9, '-', '_' and '.'".into())
+    }
+}
+
 async fn serve(args: Args) -> anyhow::Result<()> {
     // Everything that can be wrong with the flags is said before anything listens.
     let password = args
@@ -177,6 +202,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Some(_) => Some(chat_server::telemetry::install()?),
         None => None,
     };
+    let cluster = args.cluster.as_ref().map(|url| {
+        let mut cluster = ClusterConfig::new(url.clone());
+        if let Some(id) = &args.node_id {
+            cluster.node_id = id.clone();
+        }
+        cluster.node_timeout = args.node_timeout.max(Duration::from_millis(300));
+        cluster
+    });
     let config = Config {
         idle_timeout: args.idle_timeout,
         max_line_bytes: args.max_line_bytes,
@@ -193,8 +226,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..HistoryConfig::default()
         },
         password,
+        cluster,
         ..Config::default()
     };
+    let config_cluster_id = config.cluster.as_ref().map(|c| c.node_id.clone());
     // The log first: a locked or broken database stops the server before it listens.
     let mut server = Server::open(config)?;
     let listener = listen(&args.listen)
@@ -218,7 +253,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if args.password_file.is_some() {
         tracing::info!("the room has a password");
     }
-    tracing::info!("listening on {local}");
+    match &config_cluster_id {
+        Some(id) => tracing::info!("node {id} listening on {local}"),
+        None => tracing::info!("listening on {local}"),
+    }
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -273,7 +273,23 @@ impl RoomLog {
         // The commit's latency, as the room waits for it: retries included.
         let started = std::time::Instant::now();
         loop {
-            let result = if self.config.sync_full {
+            // Inline when the connection is free and no fsync is asked for; otherwise (a
+            // full-sync commit, or retention or a history read holding the connection) on
+            // the blocking pool, so the runtime never waits for them.
+            let inline = if self.config.sync_full {
+                None
+            } else {
+                match self.db.try_lock() {
+                    Ok(mut db) => Some(commit(&mut db, &group)),
+                    Err(std::sync::TryLockError::Poisoned(e)) => {
+                        Some(commit(&mut e.into_inner(), &group))
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => None,
+                }
+            };
+            let result = if let Some(result) = inline {
+                result
+            } else {
                 let log = self.clone();
                 match tokio::task::spawn_blocking(move || {
                     let result = commit(&mut log.db(), &group);
@@ -290,8 +306,6 @@ impl RoomLog {
                         return;
                     }
                 }
-            } else {
-                commit(&mut self.db(), &group)
             };
             match result {
                 Ok(()) => break,

@@ -434,12 +434,9 @@ impl Session<'_> {
                 }
             }
         };
-        let Some(log) = self.hub.log().cloned() else {
-            return;
-        };
         let (hub, id) = (self.hub.clone(), self.id);
         self.tracker.spawn(async move {
-            match log.query(query).await {
+            match hub.history(query).await {
                 Ok(answer) => hub.send(id, answer.line),
                 Err(e) => {
                     tracing::error!(error = %e, "history query failed");

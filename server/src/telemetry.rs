@@ -9,7 +9,8 @@
 //! The hot path counts once per event, not once per recipient (see `hub.rs`).
 //!
 //! The endpoint answers `GET /metrics` (the Prometheus text format) and `GET /healthz`
-//! (`200 ok` while serving); anything else is `404`. It reads at most one small request per
+//! (`200 ok` while serving; `503` while a cluster node cannot reach Redis); anything else is
+//! `404`. It reads at most one small request per
 //! connection, within a deadline, and closes.
 
 use crate::hub::Hub;
@@ -310,7 +311,16 @@ async fn answer(
                 handle.render(),
             )
         }
-        Route::Health => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+        Route::Health if hub.room_available() => {
+            ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string())
+        }
+        // Cluster mode with Redis out of reach: connected users stay, but the room takes no
+        // lines, so a load balancer should send newcomers to another node.
+        Route::Health => (
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            "unavailable: the cluster's Redis cannot be reached\n".to_string(),
+        ),
         Route::NotFound => (
             "404 Not Found",
             "text/plain; charset=utf-8",

@@ -9,6 +9,8 @@
 //! rcgen, in the test, and [`Client`] works over a TLS stream as over TCP. [`scrape`] and
 //! [`http_get`] read the metrics endpoint.
 
+pub mod cluster;
+
 use chat_protocol::{ClientCommand, HELLO_LINE, ServerEvent};
 use chat_server::Config;
 use chat_server::tls::Certs;
@@ -297,6 +299,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Client<R, W> {
 
     pub async fn expect_closed(&mut self) -> Vec<String> {
         self.lines.expect_closed().await
+    }
+
+    /// Reads lines until one starts with any of `prefixes`, returning it.
+    pub async fn skip_until_prefix_any(&mut self, prefixes: &[&str]) -> String {
+        loop {
+            let line = self.line().await;
+            if prefixes.iter().any(|p| line.starts_with(p)) {
+                return line;
+            }
+        }
     }
 
     /// Sends `who` and returns the listed `ADDR:NAME` entries, reading past anything before
@@ -627,9 +639,21 @@ pub async fn exchange(
     size: usize,
     window: usize,
 ) -> Vec<Received> {
+    exchange_across(&[server], senders, each, size, window).await
+}
+
+/// [`exchange`] with the clients spread over several servers (the nodes of a cluster):
+/// client `i` connects to `servers[i % servers.len()]`.
+pub async fn exchange_across(
+    servers: &[SocketAddr],
+    senders: usize,
+    each: usize,
+    size: usize,
+    window: usize,
+) -> Vec<Received> {
     let mut clients = Vec::new();
-    for _ in 0..senders {
-        clients.push(Client::connect(server).await);
+    for i in 0..senders {
+        clients.push(Client::connect(servers[i % servers.len()]).await);
     }
     // Wait until every client is in the room, so no message races a join. (Sessions join
     // in whatever order the server gets to them, not necessarily in connect order.)

@@ -53,6 +53,9 @@ const FLAGS: &[(&str, Option<&str>)] = &[
     ("--history-retention", Some("30d")),
     ("--history-max-events", Some("1000000")),
     ("--history-sync", Some("normal")),
+    ("--cluster", None),
+    ("--node-id", None),
+    ("--node-timeout", Some("10s")),
     ("--threads", Some("0")),
     // Off unless given (each also has its CHAT_ variable).
     ("--tls-listen", None),

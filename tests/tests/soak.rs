@@ -4,6 +4,9 @@
 //! the one global message order that was sent while it was in the room, in that order.
 //!
 //! `SOAK_SECS` sets the length (default 20 s) and `SOAK_CLIENTS` the crowd (default 200).
+//!
+//! `cluster_soak` runs the same crowd over three cluster nodes on a real Redis, each
+//! reconnection going to the next node, and checks the same invariants across them.
 
 use chat_server::Config;
 use chat_tests::{Client, STEP, TestServer};
@@ -58,6 +61,17 @@ struct Live {
     writer: OwnedWriteHalf,
     echoes: mpsc::UnboundedReceiver<u64>,
     reader: tokio::task::JoinHandle<Vec<Msg>>,
+}
+
+/// The servers users connect to: the one server, or a cluster's nodes.
+#[derive(Clone)]
+struct Servers(std::sync::Arc<Vec<SocketAddr>>);
+
+impl Servers {
+    /// The server for `me`'s `nth` connection: each reconnection goes to the next one.
+    fn pick(&self, me: u64, nth: u64) -> SocketAddr {
+        self.0[((me + nth) % self.0.len() as u64) as usize]
+    }
 }
 
 async fn connect(server: SocketAddr, me: u64) -> Live {
@@ -127,10 +141,15 @@ struct User {
 }
 
 /// One simulated user. Returns every connection it had and its final one.
-async fn user(server: SocketAddr, me: u64, until: Instant) -> User {
+async fn user(servers: Servers, me: u64, until: Instant) -> User {
+    let mut nth = 0;
+    let mut server = move || {
+        nth += 1;
+        servers.pick(me, nth)
+    };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (me + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut done = Vec::new();
-    let mut live = connect(server, me).await;
+    let mut live = connect(server(), me).await;
     let mut name = live.client_addr.clone();
     let (mut seq, mut renames) = (0, 0);
     while Instant::now() < until {
@@ -151,7 +170,7 @@ async fn user(server: SocketAddr, me: u64, until: Instant) -> User {
                 live.echo_of(seq).await;
                 seq += 1;
                 done.push(live.close().await);
-                live = connect(server, me).await;
+                live = connect(server(), me).await;
                 name = live.client_addr.clone();
             }
             86..=97 => {
@@ -161,7 +180,7 @@ async fn user(server: SocketAddr, me: u64, until: Instant) -> User {
                 // Idle past the timeout: the server drops us; come back.
                 tokio::time::sleep(IDLE_TIMEOUT + Duration::from_millis(300)).await;
                 done.push(live.close().await);
-                live = connect(server, me).await;
+                live = connect(server(), me).await;
                 name = live.client_addr.clone();
             }
         }
@@ -179,12 +198,12 @@ async fn user(server: SocketAddr, me: u64, until: Instant) -> User {
 impl User {
     /// Makes sure the final connection is alive (it may have idled out while others were
     /// finishing) and that everything it sent has arrived.
-    async fn settle(mut self, server: SocketAddr) -> User {
+    async fn settle(mut self, servers: Servers) -> User {
         let (me, seq) = (self.me, self.seq);
         self.live.send(&format!("s {me} {seq}")).await;
         if !self.live.echo_of(seq).await {
             self.done.push(self.live.close().await);
-            self.live = connect(server, me).await;
+            self.live = connect(servers.pick(me, 0), me).await;
             self.name = self.live.client_addr.clone();
         }
         self.seq += 1;
@@ -202,6 +221,37 @@ async fn soak() {
         ..Config::unlimited()
     })
     .await;
+    run(&[&server], secs, clients).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_soak() {
+    chat_tests::raise_fd_limit();
+    let secs = env_or("SOAK_SECS", 15);
+    let clients = env_or("SOAK_CLIENTS", 150);
+    let redis = chat_tests::cluster::Redis::start();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(
+            TestServer::with_config(Config {
+                idle_timeout: IDLE_TIMEOUT,
+                cluster: Some(redis.node(&format!("n{i}"), Duration::from_secs(10))),
+                ..Config::unlimited()
+            })
+            .await,
+        );
+    }
+    run(&nodes.iter().collect::<Vec<_>>(), secs, clients).await;
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// `clients` users for `secs` seconds over `nodes`; then the checks.
+async fn run(nodes: &[&TestServer], secs: u64, clients: u64) {
+    let servers = Servers(std::sync::Arc::new(nodes.iter().map(|n| n.addr).collect()));
+    let server = nodes[0];
     // The observer stays for the whole run and sees the global order. It keeps itself alive
     // with `who`, which also exercises `who` under load.
     // It must be in the room before anyone else speaks: a session's join is not ordered by
@@ -215,7 +265,7 @@ async fn soak() {
     let observer_addr = observer.client_addr.clone();
     let until = Instant::now() + Duration::from_secs(secs);
     let users: Vec<_> = (0..clients)
-        .map(|me| tokio::spawn(user(server.addr, me, until)))
+        .map(|me| tokio::spawn(user(servers.clone(), me, until)))
         .collect();
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let keep_alive = tokio::spawn(async move {
@@ -234,7 +284,7 @@ async fn soak() {
     }
     let settling: Vec<_> = finished
         .into_iter()
-        .map(|user| tokio::spawn(user.settle(server.addr)))
+        .map(|user| tokio::spawn(user.settle(servers.clone())))
         .collect();
     let mut connections = Vec::new();
     let mut live = Vec::new();
@@ -244,7 +294,7 @@ async fn soak() {
         live.push((user.live, user.name));
     }
     // `who` lists exactly the live connections, with their names.
-    let mut checker = server.join().await;
+    let mut checker = nodes[nodes.len() - 1].join().await;
     let listed: HashSet<String> = checker.who().await.into_iter().collect();
     let mut expected: HashSet<String> = live
         .iter()
@@ -298,5 +348,4 @@ async fn soak() {
         global.len()
     );
     assert!(global.len() > 1000, "too little traffic to mean anything");
-    server.stop().await;
 }

@@ -1,0 +1,335 @@
+//! Cluster mode: several `chat-server` nodes serving one room through one Redis.
+//!
+//! Redis holds what must be one for the whole room: the room log (a stream, written by
+//! Lua scripts that give each event the next seq), who is in the room on which node, and
+//! who holds which name. Each node:
+//! - submits its users' room events to Redis through one ordered pipeline
+//!   ([`driver`]), so one connection's lines keep their order;
+//! - tails the stream ([`tail`]) and hands every entry, in seq order, to its local
+//!   [`Hub`](crate::hub::Hub), which fans it out to its own connections through their
+//!   outboxes, exactly as in single-node mode: every user on every node receives one order;
+//! - keeps a heartbeat that expires after `--node-timeout`; a sweeper on any node
+//!   announces the users of a node whose heartbeat expired as leaving;
+//! - answers history from the stream ([`history`]).
+//!
+//! No node ever talks to another: everything goes through Redis.
+
+pub mod driver;
+pub mod history;
+pub mod scripts;
+pub mod tail;
+
+use crate::hub::MemberId;
+use chat_protocol::LeaveReason;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// This node's id: unique among the cluster's live nodes. A node restarted with the
+    /// same id first announces the users of its former life as lost.
+    pub node_id: String,
+    /// A node whose heartbeat is older than this is dead: its users are announced as
+    /// leaving.
+    pub node_timeout: Duration,
+    /// Key prefix in Redis, so several rooms can share one Redis.
+    pub prefix: String,
+}
+
+impl ClusterConfig {
+    pub fn new(url: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            url: url.into(),
+            node_id: default_node_id(),
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+            prefix: "chat:".into(),
+        }
+    }
+}
+
+/// `--node-timeout`'s default.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `HOST-PID-RANDOM`: unique among processes on one host (the pid), across hosts (the host
+/// name) and across restarts that reuse a pid (the random part, from the clock and the
+/// address of a fresh allocation).
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let salt = Box::new(0u8);
+    let mixed =
+        (nanos ^ (&*salt as *const u8 as u64).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // Node ids go into key names and stream fields: keep them to a safe alphabet.
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{host}-{}-{:06x}", std::process::id(), mixed >> 40)
+}
+
+/// One room event a node asks Redis to record, for one of its members.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Join {
+        conn: MemberId,
+        addr: Arc<str>,
+    },
+    Chat {
+        conn: MemberId,
+        text: String,
+    },
+    Rename {
+        conn: MemberId,
+        name: String,
+        keys: Vec<String>,
+    },
+    Leave {
+        conn: MemberId,
+        reason: LeaveReason,
+    },
+    Dm {
+        conn: MemberId,
+        to_node: Arc<str>,
+        to_conn: u64,
+        to_name: String,
+        text: String,
+    },
+}
+
+impl Op {
+    /// Joins and leaves are never refused for an outage: they wait for Redis to come back.
+    /// Everything else is a user's line, refused with an error while Redis is down.
+    pub fn is_membership(&self) -> bool {
+        matches!(self, Op::Join { .. } | Op::Leave { .. })
+    }
+}
+
+/// An op with its submission id (per node, increasing), by which the node recognises its
+/// own entries in the stream.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub sub: u64,
+    pub op: Op,
+}
+
+/// A room event read back from the stream.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub kind: Kind,
+    pub node: Arc<str>,
+    pub conn: u64,
+    pub addr: String,
+    /// The name (for a rename: the old one).
+    pub name: String,
+    /// Chat: the text; rename: the new name; leave: the reason.
+    pub x: String,
+    pub sub: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Join,
+    Chat,
+    Rename,
+    Leave,
+}
+
+/// A direct message read back from this node's DM stream.
+#[derive(Debug, Clone)]
+pub struct DmEntry {
+    pub to_conn: u64,
+    pub from_addr: String,
+    pub from_name: String,
+    pub to_addr: String,
+    pub to_name: String,
+    pub text: String,
+    /// Deliver once this seq has been delivered.
+    pub after: u64,
+}
+
+/// A member as a snapshot of Redis lists it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Registered {
+    #[serde(skip)]
+    pub node: Arc<str>,
+    #[serde(skip)]
+    pub conn: u64,
+    #[serde(rename = "a")]
+    pub addr: String,
+    #[serde(rename = "m")]
+    pub name: String,
+    #[serde(rename = "j")]
+    pub join_seq: u64,
+}
+
+/// What the hub and the driver share.
+pub struct Link {
+    pub node: Arc<str>,
+    pub config: ClusterConfig,
+    /// The log's approximate maximum length (`--history-max-events`; `0`: unbounded).
+    pub max_events: u64,
+    ops: mpsc::UnboundedSender<Submission>,
+    /// False while Redis is unreachable: users' lines are refused at once.
+    available: AtomicBool,
+    next_sub: AtomicU64,
+    /// The newest seq the hub has delivered; the driver waits on it after reconnecting.
+    pub applied: watch::Sender<u64>,
+    /// The tail lost its connection: the driver checks Redis at once.
+    pub trouble: Notify,
+    /// For history queries, replaced on each reconnection.
+    pub query: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("node", &self.node)
+            .field("available", &self.available)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    pub fn new(
+        config: ClusterConfig,
+        max_events: u64,
+    ) -> (Arc<Link>, mpsc::UnboundedReceiver<Submission>) {
+        let (ops, receiver) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            node: config.node_id.as_str().into(),
+            config,
+            max_events,
+            ops,
+            available: AtomicBool::new(true),
+            next_sub: AtomicU64::new(1),
+            applied: watch::Sender::new(0),
+            trouble: Notify::new(),
+            query: std::sync::Mutex::new(None),
+        });
+        (link, receiver)
+    }
+
+    /// Queues `op` for Redis; returns its submission id. Called under the hub's lock, so
+    /// submissions are in the order the hub decided them.
+    pub fn submit(&self, op: Op) -> u64 {
+        let sub = self.next_sub.fetch_add(1, Ordering::Relaxed);
+        // Fails only once the driver is gone, at the very end of shutdown.
+        let _ = self.ops.send(Submission { sub, op });
+        sub
+    }
+
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    pub fn set_available(&self, up: bool) {
+        self.available.store(up, Ordering::Release);
+    }
+
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.config.prefix)
+    }
+}
+
+/// Connects with the given response timeout (the crate's default, 500 ms, is too short
+/// for a blocking read, and too eager to call a busy Redis down).
+pub async fn connect(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Reads an integer out of a script's reply element.
+pub fn int(value: Option<&redis::Value>) -> Option<i64> {
+    match value? {
+        redis::Value::Int(n) => Some(*n),
+        redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        redis::Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Reads a string out of a reply element.
+pub fn text(value: Option<&redis::Value>) -> Option<String> {
+    match value? {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(n) => Some(n.to_string()),
+        redis::Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+/// The elements of an array reply (RESP2 arrays, RESP3 sets and maps flattened).
+pub fn items(value: &redis::Value) -> Vec<&redis::Value> {
+    match value {
+        redis::Value::Array(v) | redis::Value::Set(v) => v.iter().collect(),
+        redis::Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A node's running part of the cluster: the driver and the tail.
+pub struct Running {
+    stop_driver: tokio_util::sync::CancellationToken,
+    stop_tail: tokio_util::sync::CancellationToken,
+    driver: tokio::task::JoinHandle<()>,
+    tail: tokio::task::JoinHandle<()>,
+}
+
+/// Joins the cluster: registers this node, takes the room's snapshot into `hub`, and
+/// starts the driver and the tail. Fails if Redis cannot be reached.
+pub async fn start(
+    hub: Arc<crate::hub::Hub>,
+    config: ClusterConfig,
+    max_events: u64,
+) -> anyhow::Result<Running> {
+    let (link, ops) = Link::new(config, max_events);
+    let (driver, snapshot, client) = driver::start(link.clone(), hub.clone(), ops).await?;
+    hub.start_cluster(link.clone(), snapshot);
+    let stop_driver = tokio_util::sync::CancellationToken::new();
+    let stop_tail = tokio_util::sync::CancellationToken::new();
+    let tail = tokio::spawn(tail::run(link, hub, client, stop_tail.clone()));
+    let driver = tokio::spawn(driver.run(stop_driver.clone(), Duration::from_secs(1)));
+    Ok(Running {
+        stop_driver,
+        stop_tail,
+        driver,
+        tail,
+    })
+}
+
+impl Running {
+    /// Sends what is still queued (the leaves of a shutdown), unregisters, and stops.
+    pub async fn stop(self) {
+        self.stop_driver.cancel();
+        let _ = self.driver.await;
+        self.stop_tail.cancel();
+        let _ = self.tail.await;
+    }
+}

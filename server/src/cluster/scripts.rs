@@ -1,0 +1,333 @@
+//! The Lua scripts that change the room on Redis. Each runs atomically, so every change
+//! of membership, names and the log happens in one step that no other node can interleave.
+//!
+//! Keys (prefix `P`, `chat:` by default; standalone Redis, not Redis Cluster):
+//! - `P seq`: the newest seq given out (`INCR`, never reused).
+//! - `P log`: the room log, a stream whose entry ids are `SEQ-0`.
+//! - `P epoch`: a random value set once; a missing or different epoch means Redis lost its
+//!   data.
+//! - `P nodes`: the ids of nodes that have registered.
+//! - `P node:ID`: that node's members in the room, field = connection id, value = JSON
+//!   `{"a":ADDR,"m":NAME,"j":JOIN_SEQ,"k":"KEY\nKEY"}`.
+//! - `P hb:ID`: the node's heartbeat, expiring after `--node-timeout`.
+//! - `P fence:ID`: the node's fence, raised at each (re)connection; a script sent on an
+//!   older connection carries an older fence and changes nothing.
+//! - `P last:ID`: the node's newest submission that a script executed (any outcome).
+//! - `P name:KEY`: who holds a name key (`NODE/CONN`).
+//! - `P dm:ID`: direct messages for that node's members.
+//! - `P sweeper`: the sweeper's lock.
+//!
+//! Stream entry fields: `t` (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis time,
+//! ms), `n` node, `c` connection, `a` addr, `m` name (the old name for a rename), `x` the
+//! text, the new name or the leave reason, `s` the submission id (0 for the sweeper's).
+
+/// Helpers every script starts with. `ARGV[1]` is always the key prefix and `ARGV[2]` the
+/// log's approximate maximum length (`0`: unbounded).
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local MAXLEN = tonumber(ARGV[2])
+local function counter() return tonumber(redis.call('GET', P..'seq') or '0') end
+local function fenced(node, fence) return redis.call('GET', P..'fence:'..node) ~= fence end
+local function done(node, sub) redis.call('SET', P..'last:'..node, sub) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function append(fields)
+  local seq = redis.call('INCR', P..'seq')
+  local args = {P..'log'}
+  if MAXLEN > 0 then
+    table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, MAXLEN)
+  end
+  table.insert(args, seq..'-0')
+  table.insert(args, 'ts'); table.insert(args, now_ms())
+  for _, v in ipairs(fields) do table.insert(args, v) end
+  redis.call('XADD', unpack(args))
+  return seq
+end
+local function split(keys)
+  local out = {}
+  if keys == nil or keys == '' then return out end
+  for k in string.gmatch(keys, '[^\n]+') do table.insert(out, k) end
+  return out
+end
+local function release(owner, keys)
+  for _, k in ipairs(split(keys)) do
+    if redis.call('GET', P..'name:'..k) == owner then redis.call('DEL', P..'name:'..k) end
+  end
+end
+local function member(node, conn)
+  local info = redis.call('HGET', P..'node:'..node, conn)
+  if not info then return nil end
+  return cjson.decode(info)
+end
+local function store(node, conn, m)
+  redis.call('HSET', P..'node:'..node, conn, cjson.encode(m))
+end
+-- Announces every member of `node` as leaving (in join order), frees their names and
+-- forgets the node. Returns how many left.
+local function sweep_node(node, reason)
+  local all = redis.call('HGETALL', P..'node:'..node)
+  local ms = {}
+  for i = 1, #all, 2 do
+    local m = cjson.decode(all[i + 1])
+    m.c = all[i]
+    table.insert(ms, m)
+  end
+  table.sort(ms, function(x, y) return x.j < y.j end)
+  for _, m in ipairs(ms) do
+    release(node..'/'..m.c, m.k)
+    append({'t', 'l', 'n', node, 'c', m.c, 'a', m.a, 'm', m.m, 'x', reason, 's', '0'})
+  end
+  redis.call('DEL', P..'node:'..node, P..'dm:'..node, P..'fence:'..node, P..'last:'..node)
+  redis.call('SREM', P..'nodes', node)
+  return #ms
+end
+"#;
+
+/// A node starts: forgets a former life under the same id (its members leave), registers,
+/// and takes a snapshot of the room: `{seq, epoch, fence, node, conn, info, ...}`.
+/// ARGV: prefix, maxlen, node, heartbeat ms, epoch candidate.
+const HELLO: &str = r#"
+local node, ttl, candidate = ARGV[3], ARGV[4], ARGV[5]
+local epoch = redis.call('GET', P..'epoch')
+if not epoch then
+  redis.call('SET', P..'epoch', candidate)
+  epoch = candidate
+end
+sweep_node(node, 'node_lost')
+local fence = redis.call('INCR', P..'fence:'..node)
+redis.call('SADD', P..'nodes', node)
+redis.call('SET', P..'hb:'..node, '1', 'PX', ttl)
+local out = {counter(), epoch, fence}
+for _, n in ipairs(redis.call('SMEMBERS', P..'nodes')) do
+  local all = redis.call('HGETALL', P..'node:'..n)
+  for i = 1, #all, 2 do
+    table.insert(out, n); table.insert(out, all[i]); table.insert(out, all[i + 1])
+  end
+end
+return out
+"#;
+
+/// After a reconnection: raises the fence, refreshes the heartbeat, and finds out whether
+/// Redis lost data (epoch gone or changed, or the counter behind what this node applied).
+/// If it did, the counter is restored (seqs are never reused) and this node's members are
+/// registered again, silently: they never left. Returns `{seq, epoch, fence, lost, last}`.
+/// ARGV: prefix, maxlen, node, heartbeat ms, known epoch, applied seq, epoch candidate,
+/// then per member: conn, join seq, addr, name, keys.
+const RESYNC: &str = r#"
+local node, ttl, known, applied, candidate = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local lost = false
+local epoch = redis.call('GET', P..'epoch')
+if not epoch then
+  redis.call('SET', P..'epoch', candidate)
+  epoch = candidate
+  lost = true
+elseif epoch ~= known then
+  lost = true
+end
+if counter() < applied then
+  redis.call('SET', P..'seq', applied)
+  lost = true
+end
+local fence = redis.call('INCR', P..'fence:'..node)
+redis.call('SADD', P..'nodes', node)
+redis.call('SET', P..'hb:'..node, '1', 'PX', ttl)
+if lost then
+  redis.call('DEL', P..'node:'..node)
+  for i = 8, #ARGV, 5 do
+    local conn, keys = ARGV[i], ARGV[i + 4]
+    local owner = node..'/'..conn
+    local claimed = {}
+    for _, k in ipairs(split(keys)) do
+      local o = redis.call('GET', P..'name:'..k)
+      if not o or o == owner then
+        redis.call('SET', P..'name:'..k, owner)
+        table.insert(claimed, k)
+      end
+    end
+    store(node, conn, {a = ARGV[i + 2], m = ARGV[i + 3], j = tonumber(ARGV[i + 1]), k = table.concat(claimed, '\n')})
+  end
+end
+return {counter(), epoch, fence, lost and 1 or 0, redis.call('GET', P..'last:'..node) or '0'}
+"#;
+
+/// A member joins. Returns `{1, seq}`, `{0, 0}` if already registered, `{-1}` if fenced.
+/// ARGV: prefix, maxlen, node, fence, sub, conn, addr.
+const JOIN: &str = r#"
+local node, fence, sub, conn, addr = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if fenced(node, fence) then return {-1} end
+done(node, sub)
+if member(node, conn) then return {0, 0} end
+local seq = append({'t', 'j', 'n', node, 'c', conn, 'a', addr, 'm', addr, 's', sub})
+store(node, conn, {a = addr, m = addr, j = seq, k = ''})
+return {1, seq}
+"#;
+
+/// A chat line, with the sender's address and name as they are now. Returns `{1, seq}`,
+/// `{0, counter}` if the sender is not in the room, `{-1}` if fenced.
+/// ARGV: prefix, maxlen, node, fence, sub, conn, text.
+const CHAT: &str = r#"
+local node, fence, sub, conn, text = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if fenced(node, fence) then return {-1} end
+done(node, sub)
+local m = member(node, conn)
+if not m then return {0, counter()} end
+return {1, append({'t', 'c', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', text, 's', sub})}
+"#;
+
+/// A rename: checks and claims every key of the new name, frees the old one's, logs it.
+/// Returns `{1, seq}`, `{2, counter}` if the name is taken, `{0, counter}` if the member is
+/// not in the room, `{-1}` if fenced.
+/// ARGV: prefix, maxlen, node, fence, sub, conn, new name, then the new name's keys.
+const RENAME: &str = r#"
+local node, fence, sub, conn, name = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if fenced(node, fence) then return {-1} end
+done(node, sub)
+local m = member(node, conn)
+if not m then return {0, counter()} end
+local owner = node..'/'..conn
+for i = 8, #ARGV do
+  local o = redis.call('GET', P..'name:'..ARGV[i])
+  if o and o ~= owner then return {2, counter()} end
+end
+release(owner, m.k)
+local keys = {}
+for i = 8, #ARGV do
+  redis.call('SET', P..'name:'..ARGV[i], owner)
+  table.insert(keys, ARGV[i])
+end
+local old = m.m
+m.m = name
+m.k = table.concat(keys, '\n')
+store(node, conn, m)
+return {1, append({'t', 'r', 'n', node, 'c', conn, 'a', m.a, 'm', old, 'x', name, 's', sub})}
+"#;
+
+/// A member leaves, once: `{1, seq}`, or `{0, counter}` if it was not in the room (already
+/// gone), `{-1}` if fenced. ARGV: prefix, maxlen, node, fence, sub, conn, reason.
+const LEAVE: &str = r#"
+local node, fence, sub, conn, reason = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if fenced(node, fence) then return {-1} end
+done(node, sub)
+local m = member(node, conn)
+if not m then return {0, counter()} end
+release(node..'/'..conn, m.k)
+redis.call('HDEL', P..'node:'..node, conn)
+return {1, append({'t', 'l', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', reason, 's', sub})}
+"#;
+
+/// A direct message, queued for the recipient's node and (the sender's copy) the sender's,
+/// with the newest seq now: each node delivers it once it has delivered that seq, so it
+/// comes after every room event its sender sent before it. Returns `{1, counter}`,
+/// `{3, counter}` if the recipient is gone, `{0, counter}` if the sender is, `{-1}` if fenced.
+/// ARGV: prefix, maxlen, node, fence, sub, conn, to node, to conn, text.
+const DM: &str = r#"
+local node, fence, sub, conn, to_node, to_conn, text = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+if fenced(node, fence) then return {-1} end
+done(node, sub)
+local from = member(node, conn)
+if not from then return {0, counter()} end
+local to = member(to_node, to_conn)
+if not to then return {3, counter()} end
+local after = counter()
+local function send(dest_node, dest_conn)
+  redis.call('XADD', P..'dm:'..dest_node, 'MAXLEN', '~', 10000, '*',
+    'tc', dest_conn, 'fa', from.a, 'fm', from.m, 'ta', to.a, 'tm', to.m, 'x', text,
+    'after', after)
+end
+send(to_node, to_conn)
+if to_node ~= node or to_conn ~= conn then send(node, conn) end
+return {1, after}
+"#;
+
+/// The heartbeat: `1`, or `-1` if fenced (this node was swept or reconnected elsewhere).
+/// ARGV: prefix, maxlen, node, fence, heartbeat ms.
+const HEARTBEAT: &str = r#"
+local node, fence, ttl = ARGV[3], ARGV[4], ARGV[5]
+if fenced(node, fence) then return -1 end
+redis.call('SET', P..'hb:'..node, '1', 'PX', ttl)
+redis.call('SADD', P..'nodes', node)
+return 1
+"#;
+
+/// The sweeper: under its lock, announces the members of every node whose heartbeat has
+/// expired as lost. Returns how many left, or `-1` if another node holds the lock.
+/// ARGV: prefix, maxlen, node, lock ms.
+const SWEEP: &str = r#"
+local me, ttl = ARGV[3], ARGV[4]
+local owner = redis.call('GET', P..'sweeper')
+if owner and owner ~= me then return -1 end
+redis.call('SET', P..'sweeper', me, 'PX', ttl)
+local swept = 0
+for _, n in ipairs(redis.call('SMEMBERS', P..'nodes')) do
+  if n ~= me and redis.call('EXISTS', P..'hb:'..n) == 0 then
+    swept = swept + sweep_node(n, 'node_lost')
+  end
+end
+return swept
+"#;
+
+/// A node stopping cleanly: its members have left; it forgets itself.
+/// ARGV: prefix, maxlen, node, fence.
+const GOODBYE: &str = r#"
+local node, fence = ARGV[3], ARGV[4]
+if fenced(node, fence) then return -1 end
+local n = sweep_node(node, 'quit')
+redis.call('DEL', P..'hb:'..node)
+return n
+"#;
+
+/// Every script, compiled once.
+pub struct Scripts {
+    pub hello: redis::Script,
+    pub resync: redis::Script,
+    pub join: redis::Script,
+    pub chat: redis::Script,
+    pub rename: redis::Script,
+    pub leave: redis::Script,
+    pub dm: redis::Script,
+    pub heartbeat: redis::Script,
+    pub sweep: redis::Script,
+    pub goodbye: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        let make = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        Scripts {
+            hello: make(HELLO),
+            resync: make(RESYNC),
+            join: make(JOIN),
+            chat: make(CHAT),
+            rename: make(RENAME),
+            leave: make(LEAVE),
+            dm: make(DM),
+            heartbeat: make(HEARTBEAT),
+            sweep: make(SWEEP),
+            goodbye: make(GOODBYE),
+        }
+    }
+
+    /// Every script, for `SCRIPT LOAD` on each new connection.
+    pub fn all(&self) -> [&redis::Script; 10] {
+        [
+            &self.hello,
+            &self.resync,
+            &self.join,
+            &self.chat,
+            &self.rename,
+            &self.leave,
+            &self.dm,
+            &self.heartbeat,
+            &self.sweep,
+            &self.goodbye,
+        ]
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}

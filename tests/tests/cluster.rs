@@ -1,0 +1,314 @@
+//! Cluster mode end to end: three in-process nodes on one real `redis-server` (started by
+//! the test on a free port), real TCP clients spread over the nodes.
+
+use chat_protocol::{ClientCommand, HELLO_LINE, ServerEvent};
+use chat_tests::cluster::{Redis, addrs, nodes};
+use chat_tests::{Client, STEP, assert_complete, exchange_across, said};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects and reads past this client's own `login` and `I am here`.
+async fn join(server: std::net::SocketAddr) -> Client {
+    let mut client = Client::connect(server).await;
+    let me = client.addr.clone();
+    client.expect(&said(&me, &me, "login")).await;
+    client.expect(&said(&me, &me, "I am here")).await;
+    client
+}
+
+/// Connects in JSON mode and reads up to the welcome; returns its seq.
+async fn join_json(server: std::net::SocketAddr) -> (Client, u64) {
+    let mut client = Client::connect(server).await;
+    client.send(HELLO_LINE).await;
+    loop {
+        let line = client.line().await;
+        if let Ok(ServerEvent::Welcome { seq, .. }) = ServerEvent::parse_json(&line) {
+            return (client, seq);
+        }
+    }
+}
+
+async fn stop_all(nodes: Vec<chat_tests::TestServer>) {
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_across_three_nodes_is_one_order_for_everyone() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let received = exchange_across(&addrs(&nodes), 9, 200, 60, 16).await;
+    assert_complete(&received, 9, 200);
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_gives_each_event_the_same_seq_and_bytes() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let mut bots = Vec::new();
+    let mut newest_welcome = 0;
+    for node in &nodes {
+        let (bot, seq) = join_json(node.addr).await;
+        newest_welcome = newest_welcome.max(seq);
+        bots.push(bot);
+    }
+    let mut writers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut nc = join(node.addr).await;
+        nc.send(&format!("hello from node {i}")).await;
+        nc.send(&format!("rename|n{i}user")).await;
+        writers.push(nc);
+    }
+    // Every bot receives, after the newest welcome, the same lines byte for byte.
+    let mut streams = Vec::new();
+    for bot in &mut bots {
+        let mut lines = Vec::new();
+        while lines.len() < 9 {
+            let line = bot.line().await;
+            let event = ServerEvent::parse_json(&line).expect("json");
+            if event.stamp().is_some_and(|s| s.seq > newest_welcome) {
+                lines.push(line);
+            }
+        }
+        streams.push(lines);
+    }
+    for lines in &streams {
+        assert_eq!(lines, &streams[0], "nodes disagree");
+    }
+    let seqs: Vec<u64> = streams[0]
+        .iter()
+        .filter_map(|l| ServerEvent::parse_json(l).ok()?.stamp().map(|s| s.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        (newest_welcome + 1..=newest_welcome + 9).collect::<Vec<_>>()
+    );
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_on_any_node_lists_everyone_in_join_order() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let mut watcher = join(nodes[0].addr).await;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        let client = join(node.addr).await;
+        watcher
+            .skip_until(&said(&client.addr, &client.addr, "login"))
+            .await;
+        clients.push(client);
+    }
+    clients[1].send("rename|bea").await;
+    clients[1].skip_until("rename ok").await;
+    // Every node has applied the rename once its client has seen a line sent after it.
+    clients[1].send("renamed").await;
+    let bea = clients[1].addr.clone();
+    for client in &mut clients {
+        client.skip_until(&said(&bea, "bea", "renamed")).await;
+    }
+    let expected = vec![
+        format!("{0}:{0}", watcher.addr),
+        format!("{0}:{0}", clients[0].addr),
+        format!("{}:bea", clients[1].addr),
+        format!("{0}:{0}", clients[2].addr),
+    ];
+    for client in &mut clients {
+        assert_eq!(client.who().await, expected);
+    }
+    // A leave on one node leaves every node's list.
+    let gone = clients.remove(0);
+    let gone_addr = gone.addr.clone();
+    drop(gone);
+    watcher
+        .skip_until(&said(&gone_addr, &gone_addr, "login out"))
+        .await;
+    for client in &mut clients {
+        let listed = client.who().await;
+        assert!(
+            !listed.iter().any(|u| u.starts_with(&gone_addr)),
+            "{listed:?}"
+        );
+        assert_eq!(listed.len(), 3);
+    }
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_a_name_give_it_to_exactly_one() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let mut a = join(nodes[0].addr).await;
+    let mut b = join(nodes[1].addr).await;
+    for round in 0..20 {
+        let name = format!("racer{round}");
+        // Both lines leave at once; each client hears one answer.
+        let line = format!("rename|{name}");
+        tokio::join!(a.send(&line), b.send(&line));
+        let answer_a = a
+            .skip_until_prefix_any(&["rename ok", "error: rename refused"])
+            .await;
+        let answer_b = b
+            .skip_until_prefix_any(&["rename ok", "error: rename refused"])
+            .await;
+        let wins = [&answer_a, &answer_b]
+            .iter()
+            .filter(|a| a.as_str() == "rename ok")
+            .count();
+        assert_eq!(wins, 1, "round {round}: {answer_a} / {answer_b}");
+        let loser = if answer_a == "rename ok" {
+            &answer_b
+        } else {
+            &answer_a
+        };
+        assert_eq!(
+            *loser,
+            format!("error: rename refused: the name {name} is already taken")
+        );
+    }
+    // Look-alikes count as the same name across nodes too.
+    a.send("rename|Zed").await;
+    a.skip_until("rename ok").await;
+    b.send("rename|zed").await;
+    b.skip_until("error: rename refused: the name zed is already taken")
+        .await;
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_reach_a_user_on_another_node_after_what_came_before() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let mut alice = join(nodes[0].addr).await;
+    let mut bob = join(nodes[2].addr).await;
+    alice.send("rename|alice").await;
+    alice.skip_until("rename ok").await;
+    bob.send("rename|bob").await;
+    bob.skip_until("rename ok").await;
+    let a = alice.addr.clone();
+    // Alice's node knows bob's name once alice has seen a line he sent after his rename.
+    bob.send("ready").await;
+    alice.skip_until(&said(&bob.addr, "bob", "ready")).await;
+    for i in 0..20 {
+        alice.send(&format!("chat {i}")).await;
+        alice.send(&format!("to|bob|dm {i}")).await;
+    }
+    let dm = |i: usize| format!("[{a}]alice -> bob: dm {i}");
+    for i in 0..20 {
+        // The chat line sent before the DM arrives before it, on both sides.
+        bob.skip_until(&said(&a, "alice", &format!("chat {i}")))
+            .await;
+        bob.expect(&dm(i)).await;
+        alice
+            .skip_until(&said(&a, "alice", &format!("chat {i}")))
+            .await;
+        alice.expect(&dm(i)).await;
+    }
+    alice.send("to|nobody|hi").await;
+    alice.expect("error: no user named nobody is online").await;
+    // A user still under their default name is addressed by it.
+    let mut carol = join(nodes[1].addr).await;
+    let c = carol.addr.clone();
+    // Alice's node knows carol once alice has seen her login.
+    alice.skip_until(&said(&c, &c, "login")).await;
+    alice.send(&format!("to|{c}|hi carol")).await;
+    carol
+        .skip_until(&format!("[{a}]alice -> {c}: hi carol"))
+        .await;
+    stop_all(nodes).await;
+}
+
+fn history(before: Option<u64>, after: Option<u64>, limit: Option<u32>) -> ClientCommand {
+    ClientCommand::History {
+        before,
+        after,
+        limit,
+    }
+}
+
+/// Sends `command` and returns the history answer line, skipping live events.
+async fn ask(
+    client: &mut Client,
+    command: &ClientCommand,
+) -> (String, Vec<ServerEvent>, bool, bool) {
+    client.send_json(command).await;
+    loop {
+        let line = client.line().await;
+        if let Ok(ServerEvent::History { events, more, gap }) = ServerEvent::parse_json(&line) {
+            return (line, events, more, gap);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_resume_work_on_another_node() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 3, TIMEOUT).await;
+    let (mut live, _) = join_json(nodes[0].addr).await;
+    let mut nc = join(nodes[1].addr).await;
+    let n = nc.addr.clone();
+    for i in 0..10 {
+        nc.send(&format!("line {i}")).await;
+    }
+    nc.skip_until(&said(&n, &n, "line 9")).await;
+    let mut seen = Vec::new();
+    loop {
+        let line = live.line().await;
+        let done = line.contains("\"line 9\"");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    // The live client leaves (its last seq in hand) and comes back on another node.
+    let last = ServerEvent::parse_json(seen.last().expect("lines"))
+        .ok()
+        .and_then(|e| e.stamp().map(|s| s.seq))
+        .expect("a seq");
+    drop(live);
+    for i in 10..15 {
+        nc.send(&format!("line {i}")).await;
+    }
+    nc.skip_until(&said(&n, &n, "line 14")).await;
+    let (mut back, welcome_seq) = join_json(nodes[2].addr).await;
+    let (_, events, more, gap) = ask(&mut back, &history(None, Some(last), Some(500))).await;
+    assert!(!more && !gap);
+    let texts: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Chat { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        (10..15).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+    // Nothing between its last seq and its welcome is missing: seqs are consecutive.
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e.stamp().map(|s| s.seq))
+        .collect();
+    assert_eq!(seqs, (last + 1..=welcome_seq).collect::<Vec<_>>());
+    // History holds the events byte for byte as they went out live (on another node).
+    let (answer, _, _, _) = ask(&mut back, &history(Some(last + 1), None, Some(11))).await;
+    let live_lines = seen[seen.len() - 11..].join(",");
+    assert!(answer.contains(&live_lines), "{answer}\n{live_lines}");
+    // Plain history on a third node.
+    let mut plain = join(nodes[0].addr).await;
+    plain.send("history|3").await;
+    plain.expect("history:").await;
+    for want in [
+        said(&n, &n, "line 14"),
+        said(&back.addr, &back.addr, "login"),
+        said(&plain.addr, &plain.addr, "login"),
+    ] {
+        let line = plain.line().await;
+        assert!(line.ends_with(&want), "{line} / {want}");
+    }
+    let _ = STEP;
+    stop_all(nodes).await;
+}
