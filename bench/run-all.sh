@@ -269,6 +269,8 @@ for row in $ROWS; do
                 continue
             fi
             log="$out/$row.$target.$rep.log"
+            # Other work on the machine skews a run: keep the load it started under.
+            load1=$(cut -d' ' -f1 /proc/loadavg)
             start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
@@ -289,8 +291,8 @@ for row in $ROWS; do
                 state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
                 [[ -z "$state" || "$state" == Z || "$state" == X ]] && alive=false
             done
-            printf '{"row":"%s","rep":%d,"target":"%s","server_alive":%s,"report":%s}\n' \
-                "$row" "$rep" "$target" "$alive" "$report" >>"$results"
+            printf '{"row":"%s","rep":%d,"target":"%s","load1":%s,"server_alive":%s,"report":%s}\n' \
+                "$row" "$rep" "$target" "$load1" "$alive" "$report" >>"$results"
             summary=$(sed -n 's/.*"error":\("[^"]*"\).*/error \1/p' <<<"$report")
             stop_server
             if [[ -n "$history_db" && -f "$history_db" ]]; then
@@ -300,7 +302,7 @@ for row in $ROWS; do
             # tracing's levels, from the server's own lines (chat-bench writes none of these).
             problems=$(cat "${server_logs[@]}" | grep -c -E '^[0-9TZ:.-]+ +(WARN|ERROR) ' || true)
             [[ "$problems" != 0 ]] && summary="${summary:-ok}; server log: $problems WARN/ERROR lines"
-            echo "$row rep $rep $target: ${summary:-ok}" >&2
+            echo "$row rep $rep $target: ${summary:-ok} (load $load1)" >&2
         done
     done
 done

@@ -222,7 +222,9 @@ fn median(sorted: &[f64]) -> f64 {
 
 fn format_value(value: f64) -> String {
     let magnitude = value.abs();
-    if magnitude >= 100.0 {
+    if value == 0.0 {
+        "0".to_string()
+    } else if magnitude >= 100.0 {
         format!("{value:.0}")
     } else if magnitude >= 10.0 {
         format!("{value:.1}")
