@@ -62,23 +62,11 @@ async fn churn(server: &ServerProcess, cycles: usize) {
 /// room (each login is announced to everyone present: a storm of about count²/2 lines), then
 /// all leave at once (another such storm). Returns the server's RSS while they were all in.
 async fn storm(server: &ServerProcess, count: usize) -> u64 {
-    // Waves, not all at once: the listen backlog holds only so many connections, and a
-    // connection dropped from a full backlog looks established to its client but is never
-    // greeted.
+    // Waves of 100, so the storm's growth is made by sessions, not by a queue of
+    // connections waiting to be accepted.
     let mut clients = Vec::new();
     for _ in 0..count / 100 {
-        let wave: Vec<_> = (0..100)
-            .map(|_| {
-                let addr = server.addr;
-                tokio::spawn(async move {
-                    let mut client = Client::connect(addr).await;
-                    let me = client.addr.clone();
-                    // A client's own login is the first line it gets.
-                    client.expect(&said(&me, &me, "login")).await;
-                    client
-                })
-            })
-            .collect();
+        let wave: Vec<_> = (0..100).map(|_| spawn_greeted(server.addr)).collect();
         for client in wave {
             clients.push(client.await.expect("storm client"));
         }
@@ -200,20 +188,21 @@ async fn sigterm_with_a_thousand_users_tells_each_and_exits_within_two_seconds()
 async fn a_thousand_simultaneous_connects_are_all_greeted() {
     raise_fd_limit();
     let server = ServerProcess::start(&["--rate", "0", "--max-per-ip", "0"]);
-    let clients: Vec<_> = (0..1000)
-        .map(|_| {
-            let addr = server.addr;
-            tokio::spawn(async move {
-                let mut client = Client::connect(addr).await;
-                let me = client.addr.clone();
-                client.expect(&said(&me, &me, "login")).await;
-                client
-            })
-        })
-        .collect();
+    let clients: Vec<_> = (0..1000).map(|_| spawn_greeted(server.addr)).collect();
     let mut greeted = Vec::new();
     for client in clients {
         greeted.push(client.await.expect("every client is greeted within a step"));
     }
     assert_eq!(greeted.len(), 1000);
+}
+
+/// Connects a client in a task of its own and waits for its own `login`, the first line a
+/// client gets.
+fn spawn_greeted(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        let mut client = Client::connect(addr).await;
+        let me = client.addr.clone();
+        client.expect(&said(&me, &me, "login")).await;
+        client
+    })
 }
