@@ -89,6 +89,7 @@ where
                 node_id: id.into(),
                 node_timeout: Duration::from_secs(10),
                 prefix: "chat:".into(),
+                history_cache: chat_server::cluster::recent::DEFAULT_CAPACITY,
             }),
             ..chat_server::Config::default()
         };

@@ -226,7 +226,7 @@ async fn run_cluster(
     let Some(cluster) = config.cluster.clone() else {
         anyhow::bail!("not in cluster mode");
     };
-    let running = crate::cluster::start(hub.clone(), cluster, config.history.max_events).await?;
+    let running = crate::cluster::start(hub.clone(), cluster, &config.history).await?;
     serve(listener, tls, hub, config, shutdown).await;
     running.stop().await;
     Ok(())

@@ -65,6 +65,10 @@ struct Args {
     /// A node silent for this long is dead: the other nodes announce its users as leaving.
     #[arg(long, env = "CHAT_NODE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     node_timeout: Duration,
+    /// Cluster mode: recent room events each node keeps in memory to answer history (and
+    /// resumes after a reconnect) without Redis (`0`: every history request reads Redis).
+    #[arg(long, env = "CHAT_HISTORY_CACHE", default_value_t = chat_server::cluster::recent::DEFAULT_CAPACITY)]
+    history_cache: usize,
     /// Worker threads (`0`: half the cores, at least one; `1` runs everything on one thread).
     #[arg(long, env = "CHAT_THREADS", default_value_t = 0)]
     threads: usize,
@@ -208,6 +212,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             cluster.node_id = id.clone();
         }
         cluster.node_timeout = args.node_timeout.max(Duration::from_millis(300));
+        cluster.history_cache = args.history_cache;
         cluster
     });
     let config = Config {

@@ -107,6 +107,7 @@ impl Redis {
             node_id: id.into(),
             node_timeout,
             prefix: "chat:".into(),
+            history_cache: chat_server::cluster::recent::DEFAULT_CAPACITY,
         }
     }
 

@@ -120,7 +120,7 @@ pub async fn start(
         members.push(member);
     }
     members.sort_by_key(|m| m.join_seq);
-    let query = connect(&client, RESPONSE_TIMEOUT).await?;
+    let query = connect(&client, super::history::TIMEOUT).await?;
     *link.query.lock().unwrap_or_else(|e| e.into_inner()) = Some(query);
     tracing::info!(node = %link.node, seq, users = members.len(), "joined the cluster at {url}");
     let driver = Driver {
@@ -500,6 +500,7 @@ impl Driver {
                 seq,
                 "redis lost data: the room's members were registered again"
             );
+            self.link.recent.forget();
         }
         // Wait until the tail has delivered everything up to the stream's end: then an
         // entry that is not seen was never written.
@@ -508,7 +509,7 @@ impl Driver {
             .await
             .map_err(|_| anyhow::anyhow!("the tail did not catch up"))?
             .map_err(|_| anyhow::anyhow!("the hub is gone"))?;
-        let query = connect(&self.client, RESPONSE_TIMEOUT).await?;
+        let query = connect(&self.client, super::history::TIMEOUT).await?;
         *self.link.query.lock().unwrap_or_else(|e| e.into_inner()) = Some(query);
         self.epoch = epoch;
         self.fence = fence;

@@ -1,15 +1,81 @@
 //! History in cluster mode, read from the room's stream: the same answers, byte for byte,
 //! as a single node gives from its SQLite log, on whichever node the client asks.
 //!
-//! Stream entry ids are `SEQ-0`, so `after SEQ` is an `XRANGE` from `SEQ+1` and `before`
-//! an `XREVRANGE`. Seqs in the stream are consecutive except where retention trimmed the
-//! front or Redis lost data; either shows as `gap`.
+//! Most questions are answered from the node's memory of the recent log
+//! ([`recent`](super::recent)); the others read the stream. Stream entry ids are `SEQ-0`,
+//! so `after SEQ` is an `XRANGE` from `SEQ+1` and `before` an `XREVRANGE`. Seqs in the
+//! stream are consecutive except where retention trimmed the front or Redis lost data;
+//! either shows as `gap`.
+//!
+//! Reads of the stream take turns: at most [`CONCURRENCY`] per node are in flight on the
+//! history connection, and the others wait in line (up to [`QUEUE_WAIT`]) instead of
+//! piling onto it. Hundreds of 500-entry `XRANGE`s queued at once on one connection made
+//! the later ones wait behind the replies of all the earlier ones, past the connection's
+//! response timeout, and a reconnect storm was refused as `unavailable`.
 
+use super::Link;
 use super::tail::{log_entry, raw_entries};
 use crate::outbox::Rendered;
 use crate::room_log::{Answer, Query};
 use chat_protocol::ServerEvent;
 use redis::aio::MultiplexedConnection;
+use std::time::Duration;
+
+/// History reads of the stream in flight at once on one node: enough to keep Redis and
+/// the node's parsing both busy, few enough that each answers well within [`TIMEOUT`].
+pub const CONCURRENCY: usize = 4;
+/// How long a history read waits for its turn before it is refused (`unavailable`).
+pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// The history connection's response timeout: one read of at most 501 entries, sent only
+/// when its turn has come.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `query` from memory if the node's recent log knows enough, else from the
+/// stream, in turn; never past `bound()`, the newest seq this node has delivered (read
+/// when the turn comes).
+pub async fn answer(link: &Link, bound: impl Fn() -> u64, query: Query) -> anyhow::Result<Answer> {
+    if let Some(answer) = link.recent.answer(query) {
+        return Ok(answer);
+    }
+    let _turn = tokio::time::timeout(QUEUE_WAIT, link.history_gate.acquire())
+        .await
+        .map_err(|_| anyhow::anyhow!("no turn to read the stream within {QUEUE_WAIT:?}"))??;
+    let con = link.query.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(mut con) = con else {
+        anyhow::bail!("no connection to redis");
+    };
+    Ok(self::query(&mut con, &link.key("log"), query, bound()).await?)
+}
+
+/// Fills the node's recent log at start with the newest events up to `seq`, so that users
+/// who resume on a node that just started are answered from memory too. A failure only
+/// costs that: they are answered from the stream.
+pub async fn warm(link: &Link, seq: u64) {
+    let capacity = link.recent.capacity();
+    let con = link.query.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (Some(mut con), true) = (con, capacity > 0 && seq > 0) else {
+        link.recent.start(seq, Vec::new(), false);
+        return;
+    };
+    let key = link.key("log");
+    let top = format!("{seq}-0");
+    let read = entries(&mut con, "XREVRANGE", &key, &top, "-", capacity);
+    match read.await {
+        Ok(newest_first) => {
+            let complete = newest_first.len() < capacity;
+            let older = newest_first
+                .into_iter()
+                .rev()
+                .map(|entry| (entry.seq, entry.ts_ms, Rendered::new(entry.event())))
+                .collect();
+            link.recent.start(seq, older, complete);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the recent log at start; history reads the stream");
+            link.recent.start(seq, Vec::new(), false);
+        }
+    }
+}
 
 /// Answers `query` without going past `bound`, the newest seq this node has delivered.
 pub async fn query(
@@ -115,7 +181,7 @@ async fn plain(
 }
 
 /// `2026-12-02T02:41:07.123Z` → `2026-12-02T02:41:07Z`.
-fn seconds(ts: &str) -> String {
+pub(super) fn seconds(ts: &str) -> String {
     match ts.split_once('.') {
         Some((whole, _)) => format!("{whole}Z"),
         None => ts.to_string(),
@@ -130,6 +196,22 @@ async fn range(
     end: &str,
     count: usize,
 ) -> redis::RedisResult<Vec<(u64, ServerEvent)>> {
+    Ok(entries(con, command, key, start, end, count)
+        .await?
+        .into_iter()
+        .map(|entry| (entry.seq, entry.event()))
+        .collect())
+}
+
+/// The log entries of an `XRANGE` or `XREVRANGE`, in its order.
+async fn entries(
+    con: &mut MultiplexedConnection,
+    command: &str,
+    key: &str,
+    start: &str,
+    end: &str,
+    count: usize,
+) -> redis::RedisResult<Vec<super::LogEntry>> {
     let value: redis::Value = redis::cmd(command)
         .arg(key)
         .arg(start)
@@ -141,6 +223,5 @@ async fn range(
     Ok(raw_entries(&value)
         .iter()
         .filter_map(|(id, fields)| log_entry(id, fields))
-        .map(|entry| (entry.seq, entry.event()))
         .collect())
 }

@@ -16,6 +16,7 @@
 
 pub mod driver;
 pub mod history;
+pub mod recent;
 pub mod scripts;
 pub mod tail;
 
@@ -39,6 +40,9 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// Key prefix in Redis, so several rooms can share one Redis.
     pub prefix: String,
+    /// Recent room events kept in memory to answer history without Redis
+    /// (`--history-cache`; `0`: every history question goes to Redis).
+    pub history_cache: usize,
 }
 
 impl ClusterConfig {
@@ -48,6 +52,7 @@ impl ClusterConfig {
             node_id: default_node_id(),
             node_timeout: DEFAULT_NODE_TIMEOUT,
             prefix: "chat:".into(),
+            history_cache: recent::DEFAULT_CAPACITY,
         }
     }
 }
@@ -187,6 +192,12 @@ pub struct Link {
     pub config: ClusterConfig,
     /// The log's approximate maximum length (`--history-max-events`; `0`: unbounded).
     pub max_events: u64,
+    /// Events older than this are trimmed from the log (`--history-retention`; `0`: none).
+    pub retention: Duration,
+    /// The recent end of the log, delivered by this node: history without Redis.
+    pub recent: recent::Recent,
+    /// History questions that go to Redis at once; the others wait their turn.
+    pub history_gate: tokio::sync::Semaphore,
     ops: mpsc::UnboundedSender<Submission>,
     /// False while Redis is unreachable: users' lines are refused at once.
     available: AtomicBool,
@@ -212,12 +223,16 @@ impl Link {
     pub fn new(
         config: ClusterConfig,
         max_events: u64,
+        retention: Duration,
     ) -> (Arc<Link>, mpsc::UnboundedReceiver<Submission>) {
         let (ops, receiver) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             node: config.node_id.as_str().into(),
+            recent: recent::Recent::new(config.history_cache, max_events, retention),
+            history_gate: tokio::sync::Semaphore::new(history::CONCURRENCY),
             config,
             max_events,
+            retention,
             ops,
             available: AtomicBool::new(true),
             next_sub: AtomicU64::new(1),
@@ -307,10 +322,11 @@ pub struct Running {
 pub async fn start(
     hub: Arc<crate::hub::Hub>,
     config: ClusterConfig,
-    max_events: u64,
+    history: &crate::room_log::HistoryConfig,
 ) -> anyhow::Result<Running> {
-    let (link, ops) = Link::new(config, max_events);
+    let (link, ops) = Link::new(config, history.max_events, history.retention);
     let (driver, snapshot, client) = driver::start(link.clone(), hub.clone(), ops).await?;
+    history::warm(&link, snapshot.seq).await;
     hub.start_cluster(link.clone(), snapshot);
     let stop_driver = tokio_util::sync::CancellationToken::new();
     let stop_tail = tokio_util::sync::CancellationToken::new();

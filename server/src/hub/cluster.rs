@@ -431,6 +431,7 @@ impl Hub {
         let mut state = self.lock();
         state.cluster.dms.extend(dms);
         let mut slow = Vec::new();
+        let mut delivered = Vec::with_capacity(entries.len());
         for entry in entries {
             self.deliver_dms(&mut state);
             if entry.seq <= state.last_seq {
@@ -438,7 +439,9 @@ impl Hub {
             }
             state.last_seq = entry.seq;
             let own = (entry.node == link.node).then_some((entry.conn, entry.sub));
-            self.apply_entry(link, &mut state, entry, &mut slow);
+            let (seq, ts_ms) = (entry.seq, entry.ts_ms);
+            let line = self.apply_entry(link, &mut state, entry, &mut slow);
+            delivered.push((seq, ts_ms, line));
             for id in slow.drain(..) {
                 self.drop_slow(&mut state, id);
             }
@@ -453,6 +456,9 @@ impl Hub {
             self.flush_due(&mut state);
         }
         self.deliver_dms(&mut state);
+        // Kept for history once delivered, still under the lock: no answer can hold an
+        // event before it went out live.
+        link.recent.extend(delivered, state.last_seq);
         link.applied.send_replace(state.last_seq);
     }
 
@@ -498,13 +504,14 @@ impl Hub {
         }
     }
 
+    /// Delivers one entry; returns the line as it went out, for the recent log.
     fn apply_entry(
         &self,
         link: &Link,
         state: &mut State,
         entry: LogEntry,
         slow: &mut Vec<MemberId>,
-    ) {
+    ) -> Arc<Rendered> {
         let local = (entry.node == link.node).then_some(entry.conn);
         if local.is_some() && entry.sub != 0 {
             if state.cluster.seen.len() == SEEN {
@@ -514,6 +521,7 @@ impl Hub {
         }
         let local = local.filter(|id| state.members.contains_key(id));
         let line = Rendered::new(entry.event());
+        let kept = line.clone();
         let seq = entry.seq;
         match entry.kind {
             Kind::Join => {
@@ -594,7 +602,8 @@ impl Hub {
             Kind::Leave => {
                 if state.cluster.unlist(&entry.node, entry.conn).is_none() {
                     // Announced already (a sweep after Redis lost data, say): not again.
-                    return;
+                    // It is in the stream all the same, so history shows it, from memory too.
+                    return kept;
                 }
                 if let Some(id) = local {
                     state.cluster.drop_held(id);
@@ -622,6 +631,7 @@ impl Hub {
                 );
             }
         }
+        kept
     }
 
     /// The driver's answers to submissions.
@@ -743,18 +753,13 @@ impl Hub {
             .map(|(_, seq)| *seq)
     }
 
-    /// A history answer from the stream, never past what this node delivered.
+    /// A history answer from memory or the stream, never past what this node delivered.
     pub(super) async fn c_history(
         &self,
         link: &Link,
         query: crate::room_log::Query,
     ) -> anyhow::Result<crate::room_log::Answer> {
-        let con = link.query.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(mut con) = con else {
-            anyhow::bail!("no connection to redis");
-        };
-        let bound = self.applied();
-        Ok(crate::cluster::history::query(&mut con, &link.key("log"), query, bound).await?)
+        crate::cluster::history::answer(link, || self.applied(), query).await
     }
 }
 
