@@ -2,7 +2,7 @@
 //! the test on a free port), real TCP clients spread over the nodes.
 
 use chat_protocol::{ClientCommand, HELLO_LINE, ServerEvent};
-use chat_tests::cluster::{Redis, addrs, nodes};
+use chat_tests::cluster::{Redis, addrs, node_config, nodes};
 use chat_tests::{Client, STEP, assert_complete, exchange_across, said};
 use std::time::Duration;
 
@@ -311,4 +311,88 @@ async fn history_and_resume_work_on_another_node() {
     }
     let _ = STEP;
     stop_all(nodes).await;
+}
+
+/// `--history-retention` in cluster mode: the sweeper trims the stream by age, nodes
+/// forget the events in memory too, and history across the cut says `gap`, as on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_trims_the_stream_and_history_says_gap() {
+    let redis = Redis::start();
+    let mut nodes = Vec::new();
+    for id in ["n0", "n1"] {
+        let mut config = node_config(&redis, id, Duration::from_secs(1));
+        config.history.retention = Duration::from_millis(1500);
+        config.history.sweep_every = Duration::from_millis(100);
+        nodes.push(chat_tests::TestServer::with_config(config).await);
+    }
+    let (mut bot, _) = join_json(nodes[0].addr).await;
+    let mut nc = join(nodes[1].addr).await;
+    let n = nc.addr.clone();
+    nc.send("soon gone").await;
+    nc.skip_until(&said(&n, &n, "soon gone")).await;
+    let old = loop {
+        let event = bot.event().await;
+        if matches!(&event, ServerEvent::Chat { text, .. } if text == "soon gone") {
+            break event.stamp().expect("stamped").seq;
+        }
+    };
+    // Retention runs in the background, its cut moving with the clock: ask until the old
+    // events are gone (both nodes delivered them and once held them in memory).
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let (_, events, more, gap) = ask(&mut bot, &history(None, None, Some(100))).await;
+        if events.is_empty() {
+            assert!(!more && gap, "older events existed and are gone");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not run: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = redis.command(&["XRANGE", "chat:log", "-", "+"]);
+    assert!(
+        kept.starts_with("*0\r\n"),
+        "the stream still holds {kept:?}"
+    );
+    nc.send("fresh").await;
+    nc.skip_until(&said(&n, &n, "fresh")).await;
+    // Resuming from before the cut: what is left, and `gap`; on the other node too.
+    for node in [0, 1] {
+        let (mut client, _) = join_json(nodes[node].addr).await;
+        let (_, events, _, gap) = ask(&mut client, &history(None, Some(0), Some(100))).await;
+        assert!(gap, "node {node}: the trimmed events are not reported");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.stamp().is_some_and(|s| s.seq > old)),
+            "node {node}: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Chat { text, .. } if text == "fresh")),
+            "node {node}: {events:?}"
+        );
+    }
+    let mut plain = join(nodes[0].addr).await;
+    plain.send("history|20").await;
+    // (The JSON clients above leaving may come first, live.)
+    plain.skip_until("history:").await;
+    // The block ends with this client's own login, the newest line nc users saw.
+    let own_login = said(&plain.addr, &plain.addr, "login");
+    let mut block = Vec::new();
+    loop {
+        let line = plain.line().await;
+        let done = line.ends_with(&own_login);
+        block.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(block.iter().all(|l| !l.contains("soon gone")), "{block:?}");
+    assert!(block.iter().any(|l| l.ends_with(&said(&n, &n, "fresh"))));
+    nodes.pop().expect("n1").stop().await;
+    nodes.pop().expect("n0").stop().await;
 }

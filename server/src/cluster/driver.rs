@@ -63,6 +63,8 @@ pub struct Driver {
     connected_at: Instant,
     /// Joins and leaves waiting for Redis to come back, in order.
     deferred: VecDeque<Submission>,
+    /// When the log was last trimmed by age (or this node started).
+    trimmed_at: Instant,
 }
 
 /// What [`start`] learned from Redis, for the hub.
@@ -134,6 +136,7 @@ pub async fn start(
         epoch,
         connected_at: Instant::now(),
         deferred: VecDeque::new(),
+        trimmed_at: Instant::now(),
     };
     Ok((driver, Snapshot { seq, members }, client))
 }
@@ -410,9 +413,37 @@ impl Driver {
         sweep.arg(&*self.link.node).arg(timeout.as_millis() as u64);
         match sweep.query_async::<i64>(con).await {
             Ok(n) if n > 0 => tracing::info!(users = n, "swept the users of lost nodes"),
+            // Another node holds the sweeper's lock: it trims too.
+            Ok(-1) => return,
             Ok(_) => {}
             // The next heartbeat or submission finds out whether Redis is gone.
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep failed");
+                return;
+            }
+        }
+        self.trim().await;
+    }
+
+    /// Retention by age: the sweeper trims the log of events older than
+    /// `--history-retention`, at most every `trim_every` (`--history-max-events` is
+    /// applied by every append).
+    async fn trim(&mut self) {
+        let retention = self.link.retention;
+        if retention.is_zero() || self.trimmed_at.elapsed() < self.link.trim_every {
+            return;
+        }
+        let Some(con) = &mut self.con else {
+            return;
+        };
+        self.trimmed_at = Instant::now();
+        let mut trim = evalsha(&self.scripts.trim, &self.link);
+        trim.arg(&*self.link.node)
+            .arg(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        match trim.query_async::<i64>(con).await {
+            Ok(n) if n > 0 => tracing::debug!(events = n, "trimmed the room log by age"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "trimming the room log by age failed"),
         }
     }
 

@@ -194,6 +194,8 @@ pub struct Link {
     pub max_events: u64,
     /// Events older than this are trimmed from the log (`--history-retention`; `0`: none).
     pub retention: Duration,
+    /// How often the sweeper trims by age (the single node's retention period, 10 s).
+    pub trim_every: Duration,
     /// The recent end of the log, delivered by this node: history without Redis.
     pub recent: recent::Recent,
     /// History questions that go to Redis at once; the others wait their turn.
@@ -220,12 +222,14 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
+    /// `log`: the log's bounds (`--history-max-events`, `--history-retention`); its file
+    /// settings do not apply.
     pub fn new(
         config: ClusterConfig,
-        max_events: u64,
-        retention: Duration,
+        log: &crate::room_log::HistoryConfig,
     ) -> (Arc<Link>, mpsc::UnboundedReceiver<Submission>) {
         let (ops, receiver) = mpsc::unbounded_channel();
+        let (max_events, retention) = (log.max_events, log.retention);
         let link = Arc::new(Link {
             node: config.node_id.as_str().into(),
             recent: recent::Recent::new(config.history_cache, max_events, retention),
@@ -233,6 +237,7 @@ impl Link {
             config,
             max_events,
             retention,
+            trim_every: log.sweep_every,
             ops,
             available: AtomicBool::new(true),
             next_sub: AtomicU64::new(1),
@@ -324,7 +329,7 @@ pub async fn start(
     config: ClusterConfig,
     history: &crate::room_log::HistoryConfig,
 ) -> anyhow::Result<Running> {
-    let (link, ops) = Link::new(config, history.max_events, history.retention);
+    let (link, ops) = Link::new(config, history);
     let (driver, snapshot, client) = driver::start(link.clone(), hub.clone(), ops).await?;
     history::warm(&link, snapshot.seq).await;
     hub.start_cluster(link.clone(), snapshot);

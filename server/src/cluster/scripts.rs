@@ -15,7 +15,7 @@
 //! - `P last:ID`: the node's newest submission that a script executed (any outcome).
 //! - `P name:KEY`: who holds a name key (`NODE/CONN`).
 //! - `P dm:ID`: direct messages for that node's members.
-//! - `P sweeper`: the sweeper's lock.
+//! - `P sweeper`: the sweeper's lock (it also trims the log by age).
 //!
 //! Stream entry fields: `t` (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis time,
 //! ms), `n` node, `c` connection, `a` addr, `m` name (the old name for a rename), `x` the
@@ -268,6 +268,45 @@ end
 return swept
 "#;
 
+/// Retention by age (`--history-retention`), by the sweeper under its lock: trims the log
+/// up to the first entry whose `ts` is at or after Redis's time minus the retention, found
+/// by binary search over seq (entry ids are `SEQ-0`, and times grow with seqs: both are
+/// taken in one script at a time on this Redis). Returns how many entries it trimmed, or
+/// `-1` if this node does not hold the sweeper's lock.
+/// ARGV: prefix, maxlen, node, retention ms.
+const TRIM: &str = r#"
+local me, keep_ms = ARGV[3], tonumber(ARGV[4])
+if redis.call('GET', P..'sweeper') ~= me then return -1 end
+local cutoff = now_ms() - keep_ms
+local function at_or_after(seq)
+  return redis.call('XRANGE', P..'log', string.format('%d-0', seq), '+', 'COUNT', 1)[1]
+end
+local function seq_of(entry) return tonumber(string.match(entry[1], '^(%d+)')) end
+local function ts_of(entry)
+  local f = entry[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'ts' then return tonumber(f[i + 1]) or 0 end
+  end
+  return 0
+end
+local first = at_or_after(0)
+if not first or ts_of(first) >= cutoff then return 0 end
+-- Every entry below `low` is older than the cutoff; none at or above `high` is.
+local low, high = seq_of(first) + 1, counter() + 1
+while low < high do
+  local mid = math.floor((low + high) / 2)
+  local entry = at_or_after(mid)
+  if not entry then
+    high = mid
+  elseif ts_of(entry) < cutoff then
+    low = seq_of(entry) + 1
+  else
+    high = mid
+  end
+end
+return redis.call('XTRIM', P..'log', 'MINID', string.format('%d-0', low))
+"#;
+
 /// A node stopping cleanly: its members have left; it forgets itself.
 /// ARGV: prefix, maxlen, node, fence.
 const GOODBYE: &str = r#"
@@ -290,6 +329,7 @@ pub struct Scripts {
     pub heartbeat: redis::Script,
     pub sweep: redis::Script,
     pub goodbye: redis::Script,
+    pub trim: redis::Script,
 }
 
 impl Scripts {
@@ -306,11 +346,12 @@ impl Scripts {
             heartbeat: make(HEARTBEAT),
             sweep: make(SWEEP),
             goodbye: make(GOODBYE),
+            trim: make(TRIM),
         }
     }
 
     /// Every script, for `SCRIPT LOAD` on each new connection.
-    pub fn all(&self) -> [&redis::Script; 10] {
+    pub fn all(&self) -> [&redis::Script; 11] {
         [
             &self.hello,
             &self.resync,
@@ -322,6 +363,7 @@ impl Scripts {
             &self.heartbeat,
             &self.sweep,
             &self.goodbye,
+            &self.trim,
         ]
     }
 }
