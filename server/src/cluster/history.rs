@@ -24,8 +24,10 @@ use std::time::Duration;
 /// History reads of the stream in flight at once on one node: enough to keep Redis and
 /// the node's parsing both busy, few enough that each answers well within [`TIMEOUT`].
 pub const CONCURRENCY: usize = 4;
-/// How long a history read waits for its turn before it is refused (`unavailable`).
-pub const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// How long a history read waits for its turn before it is refused (`unavailable`): long
+/// enough for a storm of 1,000 resumes that memory does not cover, on two busy cores
+/// (measured: 18 to 26 s for all of them; docs/BENCHMARKS.md).
+pub const QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// The history connection's response timeout: one read of at most 501 entries, sent only
 /// when its turn has come.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,9 +39,20 @@ pub async fn answer(link: &Link, bound: impl Fn() -> u64, query: Query) -> anyho
     if let Some(answer) = link.recent.answer(query) {
         return Ok(answer);
     }
+    // While Redis is unreachable, what memory does not cover is refused at once rather
+    // than queued behind reads that can only time out.
+    let reachable = || {
+        if link.available() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("redis is unreachable"))
+        }
+    };
+    reachable()?;
     let _turn = tokio::time::timeout(QUEUE_WAIT, link.history_gate.acquire())
         .await
         .map_err(|_| anyhow::anyhow!("no turn to read the stream within {QUEUE_WAIT:?}"))??;
+    reachable()?;
     let con = link.query.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some(mut con) = con else {
         anyhow::bail!("no connection to redis");
