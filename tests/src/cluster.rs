@@ -58,6 +58,27 @@ impl Redis {
         }
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, commands already sent wait in its
+    /// sockets and run when it is [`resumed`](Redis::resume).
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused Redis run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} redis-server failed");
+    }
+
     /// Starts it again on the same port and directory (after [`Redis::kill`]).
     pub fn restart(&mut self) {
         self.kill();

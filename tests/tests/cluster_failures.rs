@@ -415,3 +415,77 @@ async fn healthz_says_503_while_redis_is_unreachable() {
     // The user stayed connected through it all.
     user.skip_until(BACK).await;
 }
+
+/// Issue 12: "a line answered with `error:` is never delivered later", for direct messages
+/// in doubt. Redis freezes (SIGSTOP) with a pipeline of direct messages sent to it and not
+/// answered; the node calls Redis unreachable and keeps them in doubt; Redis thaws and runs
+/// them (they were in its socket, under the old fence, which still held). The sender must
+/// then see each one either sent (its copy) or refused, never both, and the recipient
+/// exactly the sent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_in_doubt_are_sent_or_refused_never_both() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2, Duration::from_secs(5)).await;
+    let mut alice = join(nodes[0].addr).await;
+    let mut bob = join(nodes[1].addr).await;
+    let a = alice.addr.clone();
+    let b = bob.addr.clone();
+    alice.send("rename|alice").await;
+    alice.skip_until("rename ok").await;
+    bob.send("rename|bob").await;
+    bob.skip_until("rename ok").await;
+    // Alice's node knows bob's name once alice has seen a line bob sent after his rename.
+    bob.send("bob here").await;
+    alice.skip_until(&said(&b, "bob", "bob here")).await;
+
+    let total = 20;
+    redis.pause();
+    let mut flood = String::new();
+    for i in 0..total {
+        flood.push_str(&format!("to|bob|d {i}\n"));
+    }
+    alice.send(flood.trim_end()).await;
+    let copy = |i: usize| format!("[{a}]alice -> bob: d {i}");
+    let (mut sent, mut refused) = (Vec::new(), 0);
+    let mut count = |lines: Vec<String>| {
+        for line in lines {
+            if let Some(i) = (0..total).find(|&i| line == copy(i)) {
+                sent.push(i);
+            } else if line.starts_with("error: the room is unavailable") {
+                refused += 1;
+            }
+        }
+    };
+    // The node gives up on the pipeline (its response timeout) and tells its users; then
+    // Redis thaws, runs what waited in its socket, and the node settles what is in doubt.
+    count(alice.skip_until(UNAVAILABLE).await);
+    redis.resume();
+    count(alice.skip_until(BACK).await);
+    alice.send("marker").await;
+    count(alice.skip_until(&said(&a, "alice", "marker")).await);
+    // Copies read from the DM stream may come after the marker: a second one bounds them.
+    alice.send("marker 2").await;
+    count(alice.skip_until(&said(&a, "alice", "marker 2")).await);
+    assert_eq!(
+        sent.len() + refused,
+        total,
+        "each direct message is sent or refused, once: sent {sent:?}, refused {refused}"
+    );
+    assert!(
+        !sent.is_empty(),
+        "no direct message in doubt ran: nothing was tested"
+    );
+    let mut got = Vec::new();
+    for line in bob.skip_until(&said(&a, "alice", "marker 2")).await {
+        if let Some(i) = (0..total).find(|&i| line == copy(i)) {
+            got.push(i);
+        }
+    }
+    assert_eq!(
+        got, sent,
+        "the recipient got other messages than the sender was told"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

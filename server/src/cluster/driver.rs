@@ -25,12 +25,13 @@
 //! members are registered again; history across the loss says `gap`.
 
 use super::scripts::Scripts;
+use super::tail::raw_entries;
 use super::tail::reason_name;
 use super::{Link, Op, Registered, Submission, connect, int, items, text};
 use crate::hub::{Hub, Resolved};
 use chat_protocol::{ErrorCode, NoticeCode, ServerEvent};
 use redis::aio::MultiplexedConnection;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Submissions sent in one pipeline at most.
 const MAX_BATCH: usize = 512;
+/// Entries of this node's DM stream read to settle direct messages in doubt: the whole
+/// stream (the DM script trims it to about 10,000).
+const DM_SCAN: usize = 20_000;
 /// How long the driver waits for an answer before it calls Redis unreachable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -540,6 +544,13 @@ impl Driver {
             .await
             .map_err(|_| anyhow::anyhow!("the tail did not catch up"))?
             .map_err(|_| anyhow::anyhow!("the hub is gone"))?;
+        // Direct messages leave no entry in the log: which of those in doubt ran (and were
+        // sent, so their recipients get them) is read from this node's own DM stream.
+        let dms_sent = if lost {
+            HashMap::new()
+        } else {
+            self.dms_sent(&mut con, last).await?
+        };
         let query = connect(&self.client, super::history::TIMEOUT).await?;
         *self.link.query.lock().unwrap_or_else(|e| e.into_inner()) = Some(query);
         self.epoch = epoch;
@@ -562,13 +573,67 @@ impl Driver {
                 // gone; nothing to do.
                 (None, true) if submission.sub <= last && !lost => {}
                 (None, true) => again.push_back(submission),
-                // A user's line that did not reach the log: refused, never delivered later.
-                (None, false) => settled.push(unavailable(&submission)),
+                // A direct message that was sent: its copies are on their way to both ends.
+                // Any other user's line that did not reach the log: refused, never
+                // delivered later.
+                (None, false) => settled.push(match dms_sent.get(&submission.sub) {
+                    Some(&after) => Resolved {
+                        sub: submission.sub,
+                        after,
+                        line: None,
+                    },
+                    None => unavailable(&submission),
+                }),
             }
         }
         self.deferred = again;
         self.hub.resolve(settled);
         Ok(())
+    }
+}
+
+impl Driver {
+    /// The direct messages in doubt that ran up to `last` (the newest submission Redis
+    /// executed) and were sent: submission → the seq they come after. Read once the fence
+    /// is raised, so none can still run; only this node's stream is read, where each sent
+    /// message left its sender's copy (at most about 10,000 entries, and only when some
+    /// direct message is in doubt).
+    async fn dms_sent(
+        &self,
+        con: &mut MultiplexedConnection,
+        last: u64,
+    ) -> redis::RedisResult<HashMap<u64, u64>> {
+        let doubt: HashSet<u64> = self
+            .deferred
+            .iter()
+            .filter(|s| matches!(s.op, Op::Dm { .. }) && s.sub <= last)
+            .map(|s| s.sub)
+            .collect();
+        let mut sent = HashMap::new();
+        if doubt.is_empty() {
+            return Ok(sent);
+        }
+        let stream = self.link.key(&format!("dm:{}", self.link.node));
+        let value: redis::Value = redis::cmd("XREVRANGE")
+            .arg(&stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(DM_SCAN)
+            .query_async(con)
+            .await?;
+        for (_, fields) in raw_entries(&value) {
+            let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+            if get("fn").map(String::as_str) != Some(&*self.link.node) {
+                continue;
+            }
+            let sub = get("s").and_then(|s| s.parse::<u64>().ok());
+            if let Some(sub) = sub.filter(|s| doubt.contains(s)) {
+                let after = get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                sent.insert(sub, after);
+            }
+        }
+        Ok(sent)
     }
 }
 

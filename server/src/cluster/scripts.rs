@@ -14,7 +14,8 @@
 //!   older connection carries an older fence and changes nothing.
 //! - `P last:ID`: the node's newest submission that a script executed (any outcome).
 //! - `P name:KEY`: who holds a name key (`NODE/CONN`).
-//! - `P dm:ID`: direct messages for that node's members.
+//! - `P dm:ID`: direct messages for that node's members (and its members' own copies of
+//!   those they sent).
 //! - `P sweeper`: the sweeper's lock (it also trims the log by age).
 //!
 //! Stream entry fields: `t` (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis time,
@@ -221,6 +222,8 @@ return {1, append({'t', 'l', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', reas
 /// with the newest seq now: each node delivers it once it has delivered that seq, so it
 /// comes after every room event its sender sent before it. Returns `{1, counter}`,
 /// `{3, counter}` if the recipient is gone, `{0, counter}` if the sender is, `{-1}` if fenced.
+/// Each copy names its sender's node and submission (`fn`, `s`): after an outage, the
+/// sender's node finds in its own stream which of its direct messages in doubt were sent.
 /// ARGV: prefix, maxlen, node, fence, sub, conn, to node, to conn, text.
 const DM: &str = r#"
 local node, fence, sub, conn, to_node, to_conn, text = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -234,7 +237,7 @@ local after = counter()
 local function send(dest_node, dest_conn)
   redis.call('XADD', P..'dm:'..dest_node, 'MAXLEN', '~', 10000, '*',
     'tc', dest_conn, 'fa', from.a, 'fm', from.m, 'ta', to.a, 'tm', to.m, 'x', text,
-    'after', after)
+    'after', after, 'fn', node, 's', sub)
 end
 send(to_node, to_conn)
 if to_node ~= node or to_conn ~= conn then send(node, conn) end
