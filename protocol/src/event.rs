@@ -102,6 +102,9 @@ pub enum NoticeCode {
     RoomUnavailable,
     /// The room's shared log can be reached again: lines are accepted again.
     RoomBack,
+    /// Cluster mode: while the room's shared log had lost its data, someone else took this
+    /// user's name; they keep it, and this user is under their address again.
+    NameLost,
     #[serde(other)]
     Other,
 }

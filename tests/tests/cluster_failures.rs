@@ -489,3 +489,116 @@ async fn direct_messages_in_doubt_are_sent_or_refused_never_both() {
         node.stop().await;
     }
 }
+
+/// A TCP proxy in front of Redis for one node, which the test can cut (every connection
+/// through it dropped, new ones refused) and restore: that node loses Redis while the
+/// others keep it.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    async fn start(redis_port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let state = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*state.borrow() {
+                    continue;
+                }
+                let mut closed = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Redis loses its data while one node cannot reach it; meanwhile a user of another node
+/// takes the name of a user of the cut-off node. When that node is back, the name stays
+/// with who took it, and its former holder is renamed to their address (in the log, so
+/// every node's `who` agrees) and told so with a notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_taken_while_redis_had_lost_it_stays_taken_and_its_former_holder_is_told() {
+    let mut redis = Redis::start();
+    let proxy = Proxy::start(redis.port).await;
+    let mut cut_off = chat_tests::cluster::node_config(&redis, "x", Duration::from_secs(5));
+    if let Some(cluster) = &mut cut_off.cluster {
+        cluster.url = proxy.url();
+    }
+    let x = chat_tests::TestServer::with_config(cut_off).await;
+    let y = chat_tests::TestServer::with_config(chat_tests::cluster::node_config(
+        &redis,
+        "y",
+        Duration::from_secs(5),
+    ))
+    .await;
+    let mut alice = join(x.addr).await;
+    let mut bob = join(y.addr).await;
+    let (a, b) = (alice.addr.clone(), bob.addr.clone());
+    alice.send("rename|alice").await;
+    alice.skip_until("rename ok").await;
+    alice.send("alice here").await;
+    bob.skip_until(&said(&a, "alice", "alice here")).await;
+
+    // Node x loses Redis; Redis restarts empty; node y re-registers bob.
+    proxy.cut();
+    alice.skip_until(UNAVAILABLE).await;
+    redis.kill();
+    redis.restart();
+    bob.skip_until(BACK).await;
+    // The name is unclaimed now: bob takes it.
+    bob.send("rename|alice").await;
+    bob.skip_until("rename ok").await;
+    // Node x is back: alice's name is bob's.
+    proxy.restore();
+    let notice = format!(
+        "notice: someone else took the name alice while the room had lost its data; you are {a} again"
+    );
+    let before_back = alice.skip_until(BACK).await;
+    if !before_back.contains(&notice) {
+        alice.skip_until(&notice).await;
+    }
+    alice.send("who am i").await;
+    for client in [&mut alice, &mut bob] {
+        client.skip_until(&said(&a, &a, "who am i")).await;
+        let listed = client.who().await;
+        assert_eq!(listed, vec![format!("{a}:{a}"), format!("{b}:alice")]);
+    }
+    alice.send("rename|alice").await;
+    alice
+        .skip_until("error: rename refused: the name alice is already taken")
+        .await;
+    x.stop().await;
+    y.stop().await;
+}

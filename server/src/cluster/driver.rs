@@ -530,6 +530,13 @@ impl Driver {
         let fence = text(parts.get(2).copied()).unwrap_or_default();
         let lost = int(parts.get(3).copied()) == Some(1);
         let last = int(parts.get(4).copied()).unwrap_or(0).max(0) as u64;
+        let renamed: Vec<u64> = parts
+            .get(5..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|conn| int(Some(conn)))
+            .filter_map(|conn| u64::try_from(conn).ok())
+            .collect();
         if lost {
             tracing::warn!(
                 seq,
@@ -588,6 +595,17 @@ impl Driver {
         }
         self.deferred = again;
         self.hub.resolve(settled);
+        for m in mine.iter().filter(|m| renamed.contains(&m.conn)) {
+            tracing::info!(conn = m.conn, name = %m.name, "a name taken meanwhile: its former holder is under its address again");
+            self.hub.notice_member(
+                m.conn,
+                NoticeCode::NameLost,
+                format!(
+                    "someone else took the name {} while the room had lost its data; you are {} again",
+                    m.name, m.addr
+                ),
+            );
+        }
         Ok(())
     }
 }

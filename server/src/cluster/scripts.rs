@@ -113,7 +113,9 @@ return out
 /// After a reconnection: raises the fence, refreshes the heartbeat, and finds out whether
 /// Redis lost data (epoch gone or changed, or the counter behind what this node applied).
 /// If it did, the counter is restored (seqs are never reused) and this node's members are
-/// registered again, silently: they never left. Returns `{seq, epoch, fence, lost, last}`.
+/// registered again, silently: they never left. A member whose name someone else took
+/// meanwhile (a member of another node, registered) loses it: it is renamed to its address
+/// by a rename in the log. Returns `{seq, epoch, fence, lost, last, renamed conn...}`.
 /// ARGV: prefix, maxlen, node, heartbeat ms, known epoch, applied seq, epoch candidate,
 /// then per member: conn, join seq, addr, name, keys.
 const RESYNC: &str = r#"
@@ -134,23 +136,42 @@ end
 local fence = redis.call('INCR', P..'fence:'..node)
 redis.call('SADD', P..'nodes', node)
 redis.call('SET', P..'hb:'..node, '1', 'PX', ttl)
+-- A claim stands if its holder is a member of another node that is registered (this
+-- node's own members are listed here, from the roster that says who holds what now; a
+-- claim by one of them is stale, from an older snapshot).
+local function claim_stands(o)
+  local n, c = string.match(o, '^(.*)/([^/]*)$')
+  return n ~= nil and n ~= node and redis.call('HEXISTS', P..'node:'..n, c) == 1
+end
+local renamed = {}
 if lost then
   redis.call('DEL', P..'node:'..node)
   for i = 8, #ARGV, 5 do
-    local conn, keys = ARGV[i], ARGV[i + 4]
+    local conn, addr, name, keys = ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
     local owner = node..'/'..conn
-    local claimed = {}
+    local taken = false
     for _, k in ipairs(split(keys)) do
       local o = redis.call('GET', P..'name:'..k)
-      if not o or o == owner then
-        redis.call('SET', P..'name:'..k, owner)
-        table.insert(claimed, k)
-      end
+      if o and o ~= owner and claim_stands(o) then taken = true end
     end
-    store(node, conn, {a = ARGV[i + 2], m = ARGV[i + 3], j = tonumber(ARGV[i + 1]), k = table.concat(claimed, '\n')})
+    local m = {a = addr, m = name, j = tonumber(ARGV[i + 1]), k = ''}
+    if taken then
+      -- Someone took the name while it was unclaimed: they keep it, and this member is
+      -- renamed to its address, in the log, so every node's roster agrees.
+      m.m = addr
+      store(node, conn, m)
+      append({'t', 'r', 'n', node, 'c', conn, 'a', addr, 'm', name, 'x', addr, 's', '0'})
+      table.insert(renamed, conn)
+    else
+      for _, k in ipairs(split(keys)) do redis.call('SET', P..'name:'..k, owner) end
+      m.k = keys
+      store(node, conn, m)
+    end
   end
 end
-return {counter(), epoch, fence, lost and 1 or 0, redis.call('GET', P..'last:'..node) or '0'}
+local out = {counter(), epoch, fence, lost and 1 or 0, redis.call('GET', P..'last:'..node) or '0'}
+for _, conn in ipairs(renamed) do table.insert(out, conn) end
+return out
 "#;
 
 /// A member joins. Returns `{1, seq}`, `{0, 0}` if already registered, `{-1}` if fenced.

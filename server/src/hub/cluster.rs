@@ -715,6 +715,15 @@ impl Hub {
         }
     }
 
+    /// Tells one local member something, in its place behind its lines in flight.
+    pub fn notice_member(&self, id: MemberId, code: NoticeCode, message: String) {
+        let mut state = self.lock();
+        if state.members.get(&id).is_some_and(|m| m.present) {
+            let notice = Rendered::new(ServerEvent::notice(code, message));
+            self.send_to(&mut state, id, notice, Then::Nothing);
+        }
+    }
+
     /// This node's members as the roster lists them, to register again after Redis lost
     /// its data.
     pub fn own_members(&self) -> Vec<OwnMember> {
