@@ -56,6 +56,7 @@ const FLAGS: &[(&str, Option<&str>)] = &[
     ("--cluster", None),
     ("--node-id", None),
     ("--node-timeout", Some("10s")),
+    ("--history-cache", Some("10000")),
     ("--threads", Some("0")),
     // Off unless given (each also has its CHAT_ variable).
     ("--tls-listen", None),
