@@ -73,7 +73,12 @@ pub async fn warm(link: &Link, seq: u64) {
     let key = link.key("log");
     let top = format!("{seq}-0");
     let read = entries(&mut con, "XREVRANGE", &key, &top, "-", capacity);
-    match read.await {
+    // Bounded well within the node timeout: the driver does not heartbeat yet.
+    let bound = link.config.node_timeout / 3;
+    let read = tokio::time::timeout(bound, read)
+        .await
+        .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "timed out").into()));
+    match read {
         Ok(newest_first) => {
             let complete = newest_first.len() < capacity;
             let older = newest_first
