@@ -14,6 +14,7 @@
 //! response timeout, and a reconnect storm was refused as `unavailable`.
 
 use super::Link;
+use super::recent::Batch;
 use super::tail::{log_entry, raw_entries};
 use crate::outbox::Rendered;
 use crate::room_log::{Answer, Query};
@@ -67,7 +68,7 @@ pub async fn warm(link: &Link, seq: u64) {
     let capacity = link.recent.capacity();
     let con = link.query.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (Some(mut con), true) = (con, capacity > 0 && seq > 0) else {
-        link.recent.start(seq, Vec::new(), false);
+        link.recent.start(seq, Batch::default(), false);
         return;
     };
     let key = link.key("log");
@@ -81,16 +82,15 @@ pub async fn warm(link: &Link, seq: u64) {
     match read {
         Ok(newest_first) => {
             let complete = newest_first.len() < capacity;
-            let older = newest_first
-                .into_iter()
-                .rev()
-                .map(|entry| (entry.seq, entry.ts_ms, Rendered::new(entry.event())))
-                .collect();
+            let mut older = Batch::with_capacity(newest_first.len());
+            for entry in newest_first.iter().rev() {
+                older.stage(entry);
+            }
             link.recent.start(seq, older, complete);
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not read the recent log at start; history reads the stream");
-            link.recent.start(seq, Vec::new(), false);
+            link.recent.start(seq, Batch::default(), false);
         }
     }
 }

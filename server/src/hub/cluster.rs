@@ -431,7 +431,7 @@ impl Hub {
         let mut state = self.lock();
         state.cluster.dms.extend(dms);
         let mut slow = Vec::new();
-        let mut delivered = Vec::with_capacity(entries.len());
+        let mut delivered = crate::cluster::recent::Batch::with_capacity(entries.len());
         for entry in entries {
             self.deliver_dms(&mut state);
             if entry.seq <= state.last_seq {
@@ -439,9 +439,8 @@ impl Hub {
             }
             state.last_seq = entry.seq;
             let own = (entry.node == link.node).then_some((entry.conn, entry.sub));
-            let (seq, ts_ms) = (entry.seq, entry.ts_ms);
-            let line = self.apply_entry(link, &mut state, entry, &mut slow);
-            delivered.push((seq, ts_ms, line));
+            delivered.stage(&entry);
+            self.apply_entry(link, &mut state, entry, &mut slow);
             for id in slow.drain(..) {
                 self.drop_slow(&mut state, id);
             }
@@ -504,14 +503,13 @@ impl Hub {
         }
     }
 
-    /// Delivers one entry; returns the line as it went out, for the recent log.
     fn apply_entry(
         &self,
         link: &Link,
         state: &mut State,
         entry: LogEntry,
         slow: &mut Vec<MemberId>,
-    ) -> Arc<Rendered> {
+    ) {
         let local = (entry.node == link.node).then_some(entry.conn);
         if local.is_some() && entry.sub != 0 {
             if state.cluster.seen.len() == SEEN {
@@ -521,7 +519,6 @@ impl Hub {
         }
         let local = local.filter(|id| state.members.contains_key(id));
         let line = Rendered::new(entry.event());
-        let kept = line.clone();
         let seq = entry.seq;
         match entry.kind {
             Kind::Join => {
@@ -602,8 +599,7 @@ impl Hub {
             Kind::Leave => {
                 if state.cluster.unlist(&entry.node, entry.conn).is_none() {
                     // Announced already (a sweep after Redis lost data, say): not again.
-                    // It is in the stream all the same, so history shows it, from memory too.
-                    return kept;
+                    return;
                 }
                 if let Some(id) = local {
                     state.cluster.drop_held(id);
@@ -631,7 +627,6 @@ impl Hub {
                 );
             }
         }
-        kept
     }
 
     /// The driver's answers to submissions.
