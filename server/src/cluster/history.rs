@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const CONCURRENCY: usize = 4;
 /// How long a history read waits for its turn before it is refused (`unavailable`): long
 /// enough for a storm of 1,000 resumes that memory does not cover, on two busy cores
-/// (measured: 18 to 26 s for all of them; docs/BENCHMARKS.md).
+/// (measured: 17 to 26 s for all of them; docs/BENCHMARKS.md).
 pub const QUEUE_WAIT: Duration = Duration::from_secs(60);
 /// The history connection's response timeout: one read of at most 501 entries, sent only
 /// when its turn has come.
