@@ -396,3 +396,69 @@ async fn retention_by_age_trims_the_stream_and_history_says_gap() {
     nodes.pop().expect("n1").stop().await;
     nodes.pop().expect("n0").stop().await;
 }
+
+/// Retention's cut in a stream of old and recent events: the sweeper trims exactly the
+/// events older than the retention (found by binary search over seq), and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
+    let redis = Redis::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    // Seqs 1..=37 an hour old, 38..=50 a second old: the cut is at 38.
+    for seq in 1..=50u64 {
+        let ts = if seq <= 37 {
+            now - 3_600_000
+        } else {
+            now - 1_000
+        };
+        let (id, ts, text) = (format!("{seq}-0"), ts.to_string(), format!("line {seq}"));
+        redis.command(&[
+            "XADD",
+            "chat:log",
+            &id,
+            "ts",
+            &ts,
+            "t",
+            "c",
+            "n",
+            "gone",
+            "c",
+            "1",
+            "a",
+            "10.0.0.1:1",
+            "m",
+            "old",
+            "x",
+            &text,
+            "s",
+            "0",
+        ]);
+    }
+    redis.command(&["SET", "chat:seq", "50"]);
+    let mut config = node_config(&redis, "n0", Duration::from_millis(300));
+    config.history.retention = Duration::from_secs(600);
+    config.history.sweep_every = Duration::from_millis(50);
+    let node = chat_tests::TestServer::with_config(config).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while redis.command(&["XLEN", "chat:log"]) != ":13\r\n" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not trimmed to 13 entries: {}",
+            redis.command(&["XLEN", "chat:log"])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = redis.command(&["XRANGE", "chat:log", "-", "+", "COUNT", "1"]);
+    assert!(first.contains("38-0"), "{first}");
+    // History from before the cut: from 38 on, and the gap said.
+    let (mut client, _) = join_json(node.addr).await;
+    let (_, events, _, gap) = ask(&mut client, &history(None, Some(0), Some(20))).await;
+    assert!(gap);
+    assert_eq!(
+        events.first().and_then(|e| e.stamp()).map(|s| s.seq),
+        Some(38)
+    );
+    node.stop().await;
+}
