@@ -602,3 +602,77 @@ async fn a_name_taken_while_redis_had_lost_it_stays_taken_and_its_former_holder_
     x.stop().await;
     y.stop().await;
 }
+
+/// While Redis is unreachable, history the node's memory covers is still answered, and what
+/// it does not cover is refused at once (not after a read of the stream times out, 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_history_in_memory_is_answered_and_the_rest_refused_at_once() {
+    let redis = Redis::start();
+    let mut config = chat_tests::cluster::node_config(&redis, "n0", Duration::from_secs(5));
+    if let Some(cluster) = &mut config.cluster {
+        cluster.history_cache = 3;
+    }
+    let node = chat_tests::TestServer::with_config(config).await;
+    let mut bot = join_json(node.addr).await;
+    for i in 0..6 {
+        bot.send_json(&ClientCommand::Chat {
+            text: format!("m{i}"),
+        })
+        .await;
+    }
+    let newest = loop {
+        let event = bot.event().await;
+        if matches!(&event, ServerEvent::Chat { text, .. } if text == "m5") {
+            break event.stamp().expect("stamped").seq;
+        }
+    };
+    // Frozen rather than killed: a read sent to it would hang until its timeout, not fail.
+    redis.pause();
+    bot.skip_until_prefix(r#"{"type":"notice","code":"room_unavailable""#)
+        .await;
+    let ask = |after| ClientCommand::History {
+        before: None,
+        after: Some(after),
+        limit: Some(10),
+    };
+    // The newest three are in memory.
+    bot.send_json(&ask(newest - 2)).await;
+    loop {
+        match bot.event().await {
+            ServerEvent::History { events, more, gap } => {
+                let texts: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        ServerEvent::Chat { text, .. } => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(texts, ["m4", "m5"]);
+                assert!(!more && !gap);
+                break;
+            }
+            ServerEvent::Error { code, message } => panic!("{code:?}: {message}"),
+            _ => {}
+        }
+    }
+    // Older ones would need the stream: refused, at once.
+    let asked = Instant::now();
+    bot.send_json(&ask(0)).await;
+    loop {
+        match bot.event().await {
+            ServerEvent::Error { code, .. } => {
+                assert_eq!(code, chat_protocol::ErrorCode::Unavailable);
+                break;
+            }
+            ServerEvent::History { .. } => panic!("answered without the stream"),
+            _ => {}
+        }
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        asked.elapsed()
+    );
+    redis.resume();
+    node.stop().await;
+}
