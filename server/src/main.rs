@@ -258,14 +258,32 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if args.password_file.is_some() {
         tracing::info!("the room has a password");
     }
+    // Watched before the log says the server listens: a SIGHUP or SIGTERM sent as soon as
+    // it does must find its handler, not end the process (their default action).
+    #[cfg(unix)]
+    let (hangups, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        )
+    };
     match &config_cluster_id {
         Some(id) => tracing::info!("node {id} listening on {local}"),
         None => tracing::info!("listening on {local}"),
     }
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tokio::spawn(reload_on_sighup(certs));
+    tokio::spawn(cancel_on_signal(
+        shutdown.clone(),
+        #[cfg(unix)]
+        terminate,
+    ));
+    tokio::spawn(reload_on_sighup(
+        certs,
+        #[cfg(unix)]
+        hangups,
+    ));
     let server = tokio::spawn(server.run(listener, shutdown.clone()));
     shutdown.cancelled().await;
     // Every session says goodbye and flushes within its grace; don't wait on stragglers.
@@ -279,17 +297,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 /// Reloads the TLS certificate and key on every SIGHUP; keeps the old ones if the new
 /// files do not load. Without TLS a SIGHUP only says so (rather than end the process, which
 /// is what it would do unhandled).
-async fn reload_on_sighup(certs: Option<Arc<Certs>>) {
+async fn reload_on_sighup(
+    certs: Option<Arc<Certs>>,
+    #[cfg(unix)] hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
     #[cfg(unix)]
     {
-        let mut hangups =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGHUP; TLS reload is off");
-                    return;
-                }
-            };
+        let mut hangups = match hangups {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; TLS reload is off");
+                return;
+            }
+        };
         while hangups.recv().await.is_some() {
             match certs.as_deref().map(Certs::reload) {
                 None => tracing::info!("SIGHUP: no TLS certificate to reload"),
@@ -305,11 +325,14 @@ async fn reload_on_sighup(certs: Option<Arc<Certs>>) {
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+async fn cancel_on_signal(
+    shutdown: CancellationToken,
+    #[cfg(unix)] terminate: std::io::Result<tokio::signal::unix::Signal>,
+) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        match terminate {
             Ok(mut signal) => {
                 signal.recv().await;
             }
