@@ -638,3 +638,74 @@ pub struct OwnMember {
     pub name: String,
     pub keys: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn chat(sub: u64, conn: u64) -> Submission {
+        Submission {
+            sub,
+            op: Op::Chat {
+                conn,
+                text: format!("line {sub}"),
+            },
+        }
+    }
+
+    fn leave(sub: u64) -> Submission {
+        Submission {
+            sub,
+            op: Op::Leave {
+                conn: 1,
+                reason: chat_protocol::LeaveReason::Quit,
+            },
+        }
+    }
+
+    #[test]
+    fn consecutive_chat_lines_are_one_call_and_the_rest_one_each() {
+        let batch = [
+            chat(1, 1),
+            chat(2, 2),
+            leave(3),
+            leave(4),
+            chat(5, 1),
+            chat(6, 1),
+        ];
+        assert_eq!(calls(&batch), vec![0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(calls(&[]), Vec::<std::ops::Range<usize>>::new());
+    }
+
+    #[test]
+    fn a_refused_line_in_a_run_is_refused_alone() {
+        let run = [chat(1, 1), chat(2, 2), chat(3, 1)];
+        // The second sender is not in the room: its line is refused with the seq before it.
+        let reply = Value::Array([1, 10, 0, 10, 1, 11].into_iter().map(Value::Int).collect());
+        let got: Vec<(u64, u64, bool)> = outcomes(&run, &reply)
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Resolved(r) => (r.sub, r.after, r.line.is_some()),
+                Outcome::Fenced => panic!("not fenced"),
+            })
+            .collect();
+        assert_eq!(got, vec![(1, 10, false), (2, 10, true), (3, 11, false)]);
+    }
+
+    #[test]
+    fn a_fenced_run_is_fenced_whole_and_a_failed_one_refused_whole() {
+        let run = [chat(1, 1), chat(2, 1)];
+        let fenced = outcomes(&run, &Value::Array(vec![Value::Int(-1)]));
+        assert!(fenced.iter().all(|o| matches!(o, Outcome::Fenced)));
+        assert_eq!(fenced.len(), 2);
+        let error = redis::parse_redis_value(b"-ERR the script failed\r\n").expect("parsed");
+        assert!(matches!(error, Value::ServerError(_)));
+        let failed = outcomes(&run, &error);
+        assert!(
+            failed
+                .iter()
+                .all(|o| matches!(o, Outcome::Resolved(Resolved { line: Some(_), .. })))
+        );
+    }
+}

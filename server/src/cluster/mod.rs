@@ -16,6 +16,7 @@
 
 pub mod driver;
 pub mod history;
+pub mod resp;
 pub mod scripts;
 pub mod tail;
 
