@@ -218,18 +218,13 @@ impl Frame {
     fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
         loop {
             let rest = buf.get(self.pos..).unwrap_or_default();
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            let Some(eol) = line_end(rest) else {
                 return Ok(None);
             };
             let (&kind, header) = rest[..eol]
                 .split_first()
                 .ok_or_else(|| Error::Protocol("empty line".into()))?;
-            let number = || -> Result<i64, Error> {
-                std::str::from_utf8(header)
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| Error::Protocol("bad length".into()))
-            };
+            let number = || number(header).ok_or_else(|| Error::Protocol("bad length".into()));
             let mut next = self.pos + eol + 2;
             let complete = match kind {
                 b'+' | b'-' | b':' => true,
@@ -279,6 +274,32 @@ impl Frame {
     }
 }
 
+/// Where the line at the start of `rest` ends (where its `\r\n` is), if it is all there.
+/// A RESP header never holds a `\r` of its own.
+fn line_end(rest: &[u8]) -> Option<usize> {
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    (rest.get(cr + 1) == Some(&b'\n')).then_some(cr)
+}
+
+/// A header's decimal number (lengths and counts: at most 18 digits, maybe negative).
+fn number(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
 /// Reads a complete reply in place.
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -288,11 +309,11 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn header(&mut self) -> Option<(u8, i64)> {
         let rest = self.buf.get(self.pos..)?;
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let (&kind, number) = rest[..eol].split_first()?;
+        let eol = line_end(rest)?;
+        let (&kind, digits) = rest[..eol].split_first()?;
         self.pos += eol + 2;
         let n = if matches!(kind, b'*' | b'$' | b':') {
-            std::str::from_utf8(number).ok()?.parse().ok()?
+            number(digits)?
         } else {
             0
         };
@@ -395,11 +416,13 @@ fn parse_xread(
 /// An entry's fields as borrowed from the reply (see `scripts.rs` for their names).
 #[derive(Default)]
 struct RawFields<'a> {
-    f: [Option<&'a [u8]>; 8],
+    f: [Option<&'a [u8]>; 9],
 }
 
 /// The fields an entry keeps, by position in [`RawFields`].
-const LOG_FIELDS: [&[u8]; 8] = [b"t", b"ts", b"n", b"c", b"a", b"m", b"x", b"s"];
+/// `e` is the whole event in one field, as written now; the others are the fields of
+/// entries written by earlier versions.
+const LOG_FIELDS: [&[u8]; 9] = [b"e", b"t", b"ts", b"n", b"c", b"a", b"m", b"x", b"s"];
 const DM_FIELDS: [&[u8]; 7] = [b"tc", b"fa", b"fm", b"ta", b"tm", b"x", b"after"];
 
 impl<'a> RawFields<'a> {
@@ -421,23 +444,19 @@ impl<'a> RawFields<'a> {
     fn log_entry(&self, id: &[u8], nodes: &mut NodeNames) -> Option<LogEntry> {
         let id = std::str::from_utf8(id).ok()?;
         let seq = id.split('-').next()?.parse().ok()?;
-        let kind = match self.f[0]? {
-            b"j" => Kind::Join,
-            b"c" => Kind::Chat,
-            b"r" => Kind::Rename,
-            b"l" => Kind::Leave,
-            _ => return None,
-        };
+        if let Some(value) = self.f[0] {
+            return LogEntry::unpack(seq, value, |node| nodes.get(node));
+        }
         Some(LogEntry {
             seq,
-            ts_ms: self.str(1)?.parse().ok()?,
-            kind,
-            node: nodes.get(self.str(2)?),
-            conn: self.str(3)?.parse().ok()?,
-            addr: self.string(4),
-            name: self.string(5),
-            x: self.string(6),
-            sub: self.str(7).and_then(|s| s.parse().ok()).unwrap_or(0),
+            kind: Kind::from_tag(self.str(1)?)?,
+            ts_ms: self.str(2)?.parse().ok()?,
+            node: nodes.get(self.str(3)?),
+            conn: self.str(4)?.parse().ok()?,
+            addr: self.string(5),
+            name: self.string(6),
+            x: self.string(7),
+            sub: self.str(8).and_then(|s| s.parse().ok()).unwrap_or(0),
         })
     }
 
@@ -486,6 +505,15 @@ mod tests {
             ],
         );
         let unknown = entry("8-0", &[("ts", "1"), ("t", "?"), ("n", "n1"), ("c", "4")]);
+        // As written now: one field, the text last (and free to hold the separator).
+        let packed = entry(
+            "9-0",
+            &[(
+                "e",
+                "r\n1700000000456\nn2\n5\n10.0.0.1:9\nbob\n13\nrob\nert",
+            )],
+        );
+        let bad = entry("10-0", &[("e", "c\nnot a time\nn2\n5\na\nm\n1\nx")]);
         let dm = entry(
             "1700-0",
             &[
@@ -499,7 +527,7 @@ mod tests {
             ],
         );
         format!(
-            "*2\r\n*2\r\n{}*2\r\n{chat}{unknown}*2\r\n{}*1\r\n{dm}",
+            "*2\r\n*2\r\n{}*4\r\n{chat}{unknown}{packed}{bad}*2\r\n{}*1\r\n{dm}",
             bulk("chat:log"),
             bulk("chat:dm:n1")
         )
@@ -510,7 +538,11 @@ mod tests {
         let reply = reply();
         let (log, dms, last) =
             parse_xread(reply.as_bytes(), b"chat:log", &mut NodeNames::default()).expect("parsed");
-        assert_eq!(log.len(), 1, "the unknown kind is skipped");
+        assert_eq!(
+            log.len(),
+            2,
+            "the unknown kind and the unreadable entry are skipped"
+        );
         let e = &log[0];
         assert_eq!(
             (e.seq, e.ts_ms, e.kind, e.conn, e.sub),

@@ -17,9 +17,12 @@
 //! - `P dm:ID`: direct messages for that node's members.
 //! - `P sweeper`: the sweeper's lock.
 //!
-//! Stream entry fields: `t` (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis time,
-//! ms), `n` node, `c` connection, `a` addr, `m` name (the old name for a rename), `x` the
-//! text, the new name or the leave reason, `s` the submission id (0 for the sweeper's).
+//! Stream entries (`P log`, id `SEQ-0`) have one field, `e`, whose value is the event's
+//! parts joined by `\n`: the kind (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis
+//! time, ms), the node, the connection, the address, the name (the old name for a rename),
+//! the submission id (0 for the sweeper's), and last the text, the new name or the leave
+//! reason, which alone may contain anything. Entries written by earlier versions, one
+//! field per part (`t`, `ts`, `n`, `c`, `a`, `m`, `x`, `s`), are still read.
 
 /// Helpers every script starts with. `ARGV[1]` is always the key prefix and `ARGV[2]` the
 /// log's approximate maximum length (`0`: unbounded).
@@ -33,16 +36,26 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function append(fields)
-  local seq = redis.call('INCR', P..'seq')
-  local args = {P..'log'}
+-- A room event, as one stream entry `SEQ-0` with one field `e`: the kind (`j`, `c`, `r`,
+-- `l`), the time, node, connection, address, name, submission and text, joined by
+-- newlines, the text last (it alone may hold anything). One field instead of one per
+-- part: every node reads every entry, and each field costs Redis and each reader.
+local function packed(t, ts, node, conn, addr, name, sub, x)
+  return t..'\n'..ts..'\n'..node..'\n'..conn..'\n'..addr..'\n'..name..'\n'..sub..'\n'..x
+end
+-- The log's key and bound as strings, made once: a number passed to redis.call is
+-- formatted again on every call.
+local LOG, BOUND = P..'log', ARGV[2]
+local function xadd(seq, value)
   if MAXLEN > 0 then
-    table.insert(args, 'MAXLEN'); table.insert(args, '~'); table.insert(args, MAXLEN)
+    redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, seq..'-0', 'e', value)
+  else
+    redis.call('XADD', LOG, seq..'-0', 'e', value)
   end
-  table.insert(args, seq..'-0')
-  table.insert(args, 'ts'); table.insert(args, now_ms())
-  for _, v in ipairs(fields) do table.insert(args, v) end
-  redis.call('XADD', unpack(args))
+end
+local function append(t, node, conn, addr, name, sub, x)
+  local seq = redis.call('INCR', P..'seq')
+  xadd(seq, packed(t, string.format('%d', now_ms()), node, conn, addr, name, sub, x))
   return seq
 end
 local function split(keys)
@@ -77,7 +90,7 @@ local function sweep_node(node, reason)
   table.sort(ms, function(x, y) return x.j < y.j end)
   for _, m in ipairs(ms) do
     release(node..'/'..m.c, m.k)
-    append({'t', 'l', 'n', node, 'c', m.c, 'a', m.a, 'm', m.m, 'x', reason, 's', '0'})
+    append('l', node, m.c, m.a, m.m, '0', reason)
   end
   redis.call('DEL', P..'node:'..node, P..'dm:'..node, P..'fence:'..node, P..'last:'..node)
   redis.call('SREM', P..'nodes', node)
@@ -159,7 +172,7 @@ local node, fence, sub, conn, addr = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if fenced(node, fence) then return {-1} end
 done(node, sub)
 if member(node, conn) then return {0, 0} end
-local seq = append({'t', 'j', 'n', node, 'c', conn, 'a', addr, 'm', addr, 's', sub})
+local seq = append('j', node, conn, addr, addr, sub, '')
 store(node, conn, {a = addr, m = addr, j = seq, k = ''})
 return {1, seq}
 "#;
@@ -186,19 +199,12 @@ local out = {}
 local seq = counter()
 if accepted > 0 then seq = redis.call('INCRBY', P..'seq', accepted) - accepted end
 local ts = string.format('%d', now_ms())
-local log = P..'log'
 for i = 5, #ARGV, 3 do
   local sub, conn, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local m = members[conn]
   if m then
     seq = seq + 1
-    if MAXLEN > 0 then
-      redis.call('XADD', log, 'MAXLEN', '~', MAXLEN, seq..'-0', 'ts', ts,
-        't', 'c', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', text, 's', sub)
-    else
-      redis.call('XADD', log, seq..'-0', 'ts', ts,
-        't', 'c', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', text, 's', sub)
-    end
+    xadd(seq, packed('c', ts, node, conn, m.a, m.m, sub, text))
     out[#out + 1] = 1
     out[#out + 1] = seq
   else
@@ -234,7 +240,7 @@ local old = m.m
 m.m = name
 m.k = table.concat(keys, '\n')
 store(node, conn, m)
-return {1, append({'t', 'r', 'n', node, 'c', conn, 'a', m.a, 'm', old, 'x', name, 's', sub})}
+return {1, append('r', node, conn, m.a, old, sub, name)}
 "#;
 
 /// A member leaves, once: `{1, seq}`, or `{0, counter}` if it was not in the room (already
@@ -247,7 +253,7 @@ local m = member(node, conn)
 if not m then return {0, counter()} end
 release(node..'/'..conn, m.k)
 redis.call('HDEL', P..'node:'..node, conn)
-return {1, append({'t', 'l', 'n', node, 'c', conn, 'a', m.a, 'm', m.m, 'x', reason, 's', sub})}
+return {1, append('l', node, conn, m.a, m.m, sub, reason)}
 "#;
 
 /// A direct message, queued for the recipient's node and (the sender's copy) the sender's,

@@ -129,6 +129,14 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// A log entry, or `None` for one this version cannot read (it is skipped, logged).
 pub fn log_entry(id: &str, fields: &[(String, String)]) -> Option<LogEntry> {
     let seq = id.split('-').next()?.parse().ok()?;
+    if let Some(value) = field(fields, "e") {
+        let entry = LogEntry::unpack(seq, value.as_bytes(), |node| node.into());
+        if entry.is_none() {
+            tracing::warn!(seq, "unreadable room log entry; skipped");
+        }
+        return entry;
+    }
+    // Written by an earlier version: one field per part.
     let get = |name| field(fields, name).unwrap_or_default().to_string();
     let kind = match field(fields, "t")? {
         "j" => Kind::Join,
