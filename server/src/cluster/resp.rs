@@ -137,7 +137,8 @@ impl Connection {
             loop {
                 if let Some(len) = frame.scan(buf)? {
                     if buf.first() == Some(&b'-') {
-                        let line = String::from_utf8_lossy(&buf[1..len.saturating_sub(2)]);
+                        let text = buf.get(1..len.saturating_sub(2)).unwrap_or_default();
+                        let line = String::from_utf8_lossy(text);
                         return Err(Error::Protocol(line.into_owned()));
                     }
                     return Ok(len);

@@ -179,10 +179,10 @@ return {1, seq}
 
 /// A run of chat lines, in the order they were sent, in one call: a pipeline's consecutive
 /// lines cost one script call, one fence check, one `TIME`, one `INCRBY` and one lookup per
-/// sender instead of all of that per line. Each line comes out as the single-line script
-/// did: `1, seq` if logged, `0, counter` if its sender is not in the room (that line alone
-/// is refused; the others are logged in order). Returns the pairs flattened, one per line,
-/// or `{-1}` if fenced (then nothing ran).
+/// sender instead of all of that per line. Each line comes out as `1, seq` if logged, or
+/// `0, seq` if its sender is not in the room, with the newest seq logged before it (that
+/// line alone is refused, after the lines before it; the others are logged in order).
+/// Returns the pairs flattened, one per line, or `{-1}` if fenced (then nothing ran).
 /// ARGV: prefix, maxlen, node, fence, then per line: sub, conn, text.
 const CHAT: &str = r#"
 local node, fence = ARGV[3], ARGV[4]
