@@ -35,6 +35,7 @@ use crate::room_log::{Answer, Entry, Query, RoomLog, format_ts, now_ms};
 use chat_protocol::names::{name_keys, validate_name};
 use chat_protocol::{ErrorCode, LeaveReason, PROTOCOL_VERSION, ServerEvent, Stamp, UserInfo};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -127,6 +128,46 @@ struct State {
     pending: VecDeque<Pending>,
     /// The roster and per-member queues of cluster mode; empty in single-node mode.
     cluster: cluster::ClusterState,
+    /// Connections that a delivery pass queued room events to while their queue was idle:
+    /// flushed once each when the lock is released ([`Locked`]).
+    to_flush: Vec<Outbox>,
+}
+
+/// The room's state, locked. Dropping it releases the lock and only then flushes the
+/// connections that deliveries queued to ([`Outbox::flush`]): one write per connection per
+/// pass, made outside the lock, instead of a wake-up of each connection's writer task.
+struct Locked<'a> {
+    /// `None` only inside `drop`.
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        if guard.to_flush.is_empty() {
+            return;
+        }
+        let to_flush = std::mem::take(&mut guard.to_flush);
+        drop(guard);
+        for outbox in to_flush {
+            outbox.flush();
+        }
+    }
 }
 
 /// The room. Shared by all sessions through an `Arc`.
@@ -207,10 +248,12 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that
         // matters more than keeping the room up, so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Locked {
+            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+        }
     }
 
     /// Adds a member: everyone (the newcomer included) gets its `login`, then the newcomer
@@ -630,8 +673,13 @@ impl State {
                 let mut queued = 0u64;
                 for (&id, member) in &self.members {
                     if member.receiving && Some(id) != except {
-                        match member.outbox.push(&line) {
-                            Ok(()) => queued += 1,
+                        match member.outbox.push_deferred(&line) {
+                            Ok(idle) => {
+                                queued += 1;
+                                if idle {
+                                    self.to_flush.push(member.outbox.clone());
+                                }
+                            }
                             Err(_) => slow.push(id),
                         }
                     }

@@ -10,14 +10,27 @@
 //! vectored write. The writer is generic over the socket: a plain connection's own write
 //! half, or the write half of a TLS stream (which is flushed after each batch, since TLS
 //! may hold back what it was given; flushing a TCP half is a no-op).
+//!
+//! **Writing inline.** Waking a connection's writer task costs more than the write itself
+//! when a room trickles one line at a time. So the hub queues a whole delivery pass with
+//! [`Outbox::push_deferred`] and then, outside its lock, calls [`Outbox::flush`] once per
+//! connection whose queue was idle: a plain TCP connection whose writer is not busy gets the
+//! queue written straight to its socket (one non-blocking `writev`), and the writer task is
+//! woken only for what the socket did not take. TLS connections always go through their
+//! writer. Bytes never interleave: only one side writes at a time, decided under the queue's
+//! lock.
 
 use chat_protocol::{ErrorCode, ServerEvent};
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +118,75 @@ struct Queue {
     items: VecDeque<Item>,
     /// Bytes queued and not yet written (those being written included).
     bytes: usize,
+    /// Bytes of the front item that [`Outbox::flush`] wrote already: the socket took only
+    /// part of it, and the writer sends the rest first.
+    front_written: usize,
+    /// The writer has taken a batch and is writing it: nobody else may write meanwhile.
+    writing: bool,
+    /// A plain TCP connection's socket, for [`Outbox::flush`] to write to directly; `None`
+    /// for TLS, and once the writer is done.
+    direct: Option<Arc<OwnedWriteHalf>>,
+}
+
+impl Queue {
+    /// Counts `written` bytes from the front as sent.
+    fn consume(&mut self, mut written: usize) {
+        self.bytes -= written;
+        while written > 0 {
+            let Some((item, mode)) = self.items.front() else {
+                return;
+            };
+            let left = item.bytes(*mode).map_or(0, <[u8]>::len) - self.front_written;
+            if written < left {
+                self.front_written += written;
+                return;
+            }
+            written -= left;
+            self.front_written = 0;
+            self.items.pop_front();
+        }
+    }
+
+    /// The front item's bytes not written yet.
+    fn front(&self) -> Option<&[u8]> {
+        let (item, mode) = self.items.front()?;
+        let bytes = item.bytes(*mode)?;
+        Some(&bytes[self.front_written.min(bytes.len())..])
+    }
+
+    /// Up to [`MAX_BATCH`] items' bytes, the front one without what was written already.
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.front()
+            .into_iter()
+            .chain(
+                self.items
+                    .iter()
+                    .skip(1)
+                    .take(MAX_BATCH - 1)
+                    .filter_map(|(item, mode)| item.bytes(*mode)),
+            )
+            .map(IoSlice::new)
+            .collect()
+    }
+
+    /// Writes what is queued to `socket`, which must not block: one `send` (one `sendmsg`
+    /// for several lines), straight on the socket. Going around tokio's readiness tracking
+    /// is safe: a `WouldBlock` here leaves tokio thinking the socket writable, and the
+    /// writer's next attempt then finds out and waits.
+    fn send_now(&mut self, socket: &TcpStream) -> std::io::Result<()> {
+        let socket = socket2::SockRef::from(socket);
+        let written = if self.items.len() == 1 {
+            socket.send(self.front().unwrap_or_default())
+        } else {
+            socket.send_vectored(&self.slices())
+        };
+        match written {
+            Ok(written) => self.consume(written),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -170,24 +252,58 @@ impl Outbox {
     /// Queues `item` without waiting. Fails if that would pass the byte bound; nothing is
     /// queued then.
     pub fn push(&self, item: &Arc<Rendered>) -> Result<(), Overflow> {
-        let mode = self.mode();
-        let Some(bytes) = item.bytes(mode) else {
-            return Ok(());
-        };
-        let len = bytes.len();
-        let was_empty = {
-            let mut queue = self.shared.lock();
-            if self.shared.limit != 0 && queue.bytes + len > self.shared.limit {
-                return Err(Overflow);
-            }
-            queue.bytes += len;
-            queue.items.push_back((item.clone(), mode));
-            queue.items.len() == 1
-        };
-        if was_empty {
+        if self.push_deferred(item)? {
             self.shared.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Queues `item` like [`push`](Self::push) but leaves the writer asleep. `Ok(true)`: the
+    /// queue was empty, and the caller must call [`flush`](Self::flush) once it has queued
+    /// what it has (then, not under any lock of its own).
+    pub fn push_deferred(&self, item: &Arc<Rendered>) -> Result<bool, Overflow> {
+        let mode = self.mode();
+        let Some(bytes) = item.bytes(mode) else {
+            return Ok(false);
+        };
+        let len = bytes.len();
+        let mut queue = self.shared.lock();
+        if self.shared.limit != 0 && queue.bytes + len > self.shared.limit {
+            return Err(Overflow);
+        }
+        queue.bytes += len;
+        queue.items.push_back((item.clone(), mode));
+        Ok(queue.items.len() == 1)
+    }
+
+    /// Sends what [`push_deferred`](Self::push_deferred) queued: straight to the socket if
+    /// this is a plain TCP connection and its writer is idle, which saves waking the writer
+    /// task; whatever the socket does not take at once (or any TLS connection's lines) is
+    /// left to the writer, woken for it.
+    pub fn flush(&self) {
+        let mut queue = self.shared.lock();
+        if queue.items.is_empty() {
+            return;
+        }
+        // (A killed connection's writer drops `direct` as it stops.)
+        if !queue.writing
+            && let Some(direct) = queue.direct.take()
+        {
+            let sent = queue.send_now((*direct).as_ref());
+            queue.direct = Some(direct);
+            if sent.is_err() {
+                // The socket failed: the writer ends the connection, as for its own
+                // failed writes.
+                drop(queue);
+                self.shared.kill.cancel();
+                return;
+            }
+            if queue.items.is_empty() {
+                return;
+            }
+        }
+        drop(queue);
+        self.shared.ready.notify_one();
     }
 
     /// Renders and queues a reply meant for this connection only.
@@ -232,18 +348,102 @@ const MAX_BATCH: usize = 512;
 /// an idle connection stays small after a burst.
 const KEEP_CAPACITY: usize = 64;
 
+/// A socket's sending side, as the writer takes it.
+pub trait SendSide: Send + 'static {
+    type Socket: AsyncWrite + Unpin + Send;
+    /// Readies the side for `writer`, sharing it with the outbox if it can be written
+    /// inline.
+    fn attach(self, writer: &Writer) -> Self::Socket;
+}
+
+/// A plain connection: shared, so the outbox can write to it inline.
+impl SendSide for OwnedWriteHalf {
+    type Socket = SharedTcp;
+    fn attach(self, writer: &Writer) -> SharedTcp {
+        let half = Arc::new(self);
+        writer.shared.lock().direct = Some(half.clone());
+        SharedTcp(half)
+    }
+}
+
+/// Any other stream (TLS): its writer task alone writes it.
+impl<S: AsyncWrite + Send + 'static> SendSide for WriteHalf<S> {
+    type Socket = WriteHalf<S>;
+    fn attach(self, _: &Writer) -> WriteHalf<S> {
+        self
+    }
+}
+
+/// A plain connection's sending side, written by the writer task and by [`Outbox::flush`]
+/// (which only ever tries a write that cannot block).
+#[derive(Debug)]
+pub struct SharedTcp(Arc<OwnedWriteHalf>);
+
+impl SharedTcp {
+    fn socket(&self) -> &TcpStream {
+        (*self.0).as_ref()
+    }
+
+    fn poll_try<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&TcpStream) -> std::io::Result<T>,
+    ) -> Poll<std::io::Result<T>> {
+        loop {
+            ready!(self.socket().poll_write_ready(cx))?;
+            // A `WouldBlock` clears the readiness, so the next poll waits for the socket.
+            match attempt(self.socket()) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_try(cx, |socket| socket.try_write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_try(cx, |socket| socket.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let socket = socket2::SockRef::from(self.socket());
+        Poll::Ready(socket.shutdown(std::net::Shutdown::Write))
+    }
+}
+
 impl Writer {
     /// Writes queued items until the session has closed and the queue is empty, or the
     /// connection is killed, or `shutdown` fires and `flush_grace` has passed, or the session
     /// closed and `farewell_wait` has passed. A killed connection is sent its reason, waiting
     /// at most `farewell_wait` for the client to make room for it.
-    pub async fn run<W: AsyncWrite + Unpin>(
+    pub async fn run<S: SendSide>(
         self,
-        mut socket: W,
+        side: S,
         shutdown: CancellationToken,
         flush_grace: Duration,
         farewell_wait: Duration,
     ) {
+        let mut socket = side.attach(&self);
         let kill = self.shared.kill.clone();
         let closed = self.shared.closed.clone();
         // Whether the last byte written ended a line, so a farewell starts on a line of its own.
@@ -254,9 +454,15 @@ impl Writer {
             _ = async { shutdown.cancelled().await; tokio::time::sleep(flush_grace).await } => false,
             _ = async { closed.cancelled().await; tokio::time::sleep(farewell_wait).await } => false,
         };
+        // From here on only this task writes.
+        self.shared.lock().direct = None;
         if !drained && kill.is_cancelled() {
             // Free the backlog now; only the reason is still to be sent.
-            *self.shared.lock() = Queue::default();
+            {
+                let mut queue = self.shared.lock();
+                mid_line |= queue.front_written > 0;
+                *queue = Queue::default();
+            }
             let farewell = ServerEvent::error(
                 ErrorCode::SendqExceeded,
                 "you fell too far behind reading; disconnecting",
@@ -297,13 +503,20 @@ impl Writer {
             // Read before taking the queue: once closed, nothing more is queued, so an empty
             // queue then means done.
             let closing = shared.closed.is_cancelled();
-            {
+            let skip = {
                 let mut queue = shared.lock();
                 if queue.items.len() <= MAX_BATCH {
                     std::mem::swap(&mut queue.items, &mut batch);
                 } else {
                     batch.extend(queue.items.drain(..MAX_BATCH));
                 }
+                // Until it is done, `flush` leaves the socket to this task.
+                queue.writing = !batch.is_empty();
+                std::mem::take(&mut queue.front_written)
+            };
+            if skip > 0 {
+                // The socket has the start of a line: a farewell would need a line break.
+                *mid_line = true;
             }
             if batch.is_empty() {
                 if closing {
@@ -322,7 +535,12 @@ impl Writer {
                 .iter()
                 .chain(back)
                 .filter_map(|(item, mode)| item.bytes(*mode))
-                .map(IoSlice::new)
+                .enumerate()
+                .map(|(i, bytes)| match i {
+                    // `flush` sent the start of it already.
+                    0 => IoSlice::new(&bytes[skip.min(bytes.len())..]),
+                    _ => IoSlice::new(bytes),
+                })
                 .collect();
             let total: usize = slices.iter().map(|s| s.len()).sum();
             let mut remaining = &mut slices[..];
@@ -343,6 +561,7 @@ impl Writer {
             }
             let mut queue = shared.lock();
             queue.bytes -= total;
+            queue.writing = false;
             if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
                 queue.items = VecDeque::new();
             }
@@ -373,12 +592,8 @@ mod tests {
         let (outbox, writer) = channel(0);
         let shutdown = CancellationToken::new();
         let second = Duration::from_secs(1);
-        let task = tokio::spawn(writer.run(
-            tokio::io::BufWriter::new(near),
-            shutdown.clone(),
-            second,
-            second,
-        ));
+        let (_, near) = tokio::io::split(tokio::io::BufWriter::new(near));
+        let task = tokio::spawn(writer.run(near, shutdown.clone(), second, second));
         for text in ["first", "second"] {
             let notice = ServerEvent::notice(NoticeCode::Other, text);
             outbox.reply(notice).expect("room in the queue");
@@ -388,6 +603,70 @@ mod tests {
                 .expect("the line is sent, not held back")
                 .expect("read");
             assert_eq!(&buf[..n], format!("notice: {text}\n").as_bytes());
+        }
+        outbox.close();
+        task.await.expect("the writer ends");
+    }
+
+    #[tokio::test]
+    async fn lines_written_inline_and_by_the_writer_arrive_whole_and_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut far = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (near, _) = listener.accept().await.expect("accept");
+        // Small buffers, so that the socket soon takes only part of a flush.
+        socket2::SockRef::from(&near)
+            .set_send_buffer_size(4096)
+            .expect("SO_SNDBUF");
+        socket2::SockRef::from(&far)
+            .set_recv_buffer_size(64 * 1024)
+            .expect("SO_RCVBUF");
+        near.set_nodelay(true).expect("TCP_NODELAY");
+        let (_near_read, near_write) = near.into_split();
+        let (outbox, writer) = channel(0);
+        let second = Duration::from_secs(1);
+        let task = tokio::spawn(writer.run(near_write, CancellationToken::new(), second, second));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while outbox.shared.lock().direct.is_none() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer shares the socket");
+
+        // Rounds: a line far bigger than the socket's buffers is flushed inline, so the socket
+        // takes only its start and the writer must send the rest; smaller lines follow, some
+        // flushed inline, some pushed the usual way. Then the round is read and compared
+        // byte for byte.
+        for round in 0..10 {
+            let mut lines = vec![format!("round {round} {}\n", "x".repeat(200_000))];
+            lines.extend(
+                (0..50).map(|i| format!("round {round} line {i} {}\n", "y".repeat(i * 37))),
+            );
+            for (i, pass) in lines.chunks(3).enumerate() {
+                let mut idle = false;
+                for line in pass {
+                    let line = Rendered::preformatted(Some(line.clone()), None);
+                    if i % 4 == 3 {
+                        outbox.push(&line).expect("unbounded");
+                    } else {
+                        idle |= outbox.push_deferred(&line).expect("unbounded");
+                    }
+                }
+                if idle {
+                    outbox.flush();
+                }
+            }
+            let expected = lines.concat();
+            let mut got = vec![0u8; expected.len()];
+            tokio::time::timeout(Duration::from_secs(20), far.read_exact(&mut got))
+                .await
+                .expect("the round arrives")
+                .expect("read");
+            assert!(got == expected.as_bytes(), "round {round} differs");
         }
         outbox.close();
         task.await.expect("the writer ends");

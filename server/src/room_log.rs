@@ -18,9 +18,19 @@
 //! `--history-sync full` fsyncs every commit, so it survives power loss too, at the price of
 //! a disk flush per group commit.
 //!
+//! **Checkpoints off the commit path.** Folding the WAL back into the database file takes two
+//! fsyncs, tens of milliseconds on a busy disk; SQLite's automatic checkpoint would run them
+//! inside a commit, in front of every delivery waiting for it. So automatic checkpoints are
+//! off, and a thread of its own runs passive checkpoints on a connection of its own while
+//! commits go on. A checkpoint cannot finish while commits keep adding to the WAL, and the
+//! WAL only starts over once it has been folded in completely, so when the WAL passes
+//! [`WAL_HIGH_FRAMES`] the thread holds commits off for one short checkpoint of the rest: a
+//! brief pause every few thousand commits instead of a long one every thousand pages.
+//!
 //! **Retention** runs on the blocking pool at least every 10 s, in small chunks that each
 //! hold the database only briefly: never on the path that fans lines out to users. History
-//! reads run there too.
+//! reads run there too, on a connection of their own (WAL lets them read while commits
+//! write).
 //!
 //! **One server per file.** The database file is locked (`flock`) for the log's life, so a
 //! second server on the same file fails at start with a clear error.
@@ -111,10 +121,14 @@ const SWEEP_CHUNK: i64 = 2_000;
 
 /// The open log: where the hub appends and where history is read.
 pub struct RoomLog {
-    /// The one connection, in exclusive locking mode: no other connection may share the
-    /// database, which saves every commit the half-dozen `fcntl` calls of WAL's
-    /// shared-memory locks. Commits, reads and retention take turns on it.
-    db: Mutex<Connection>,
+    /// The writer's connection: commits and retention take turns on it. Shared with the
+    /// checkpoint thread, which holds it to keep commits off for its short final checkpoint.
+    db: Arc<Mutex<Connection>>,
+    /// History reads' own connection (a file only: an in-memory database is private to its
+    /// connection, so there reads take turns on `db`).
+    reader: Option<Mutex<Connection>>,
+    /// The checkpoint thread (a file only); stopped and joined by [`RoomLog::close`].
+    checkpoints: Mutex<Option<Checkpoints>>,
     config: HistoryConfig,
     /// Events appended and not yet committed, in seq order.
     appended: Mutex<Vec<Entry>>,
@@ -129,9 +143,24 @@ pub struct RoomLog {
     /// Tells the commit task to commit what is left and stop.
     closing: CancellationToken,
     commit_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Keeps the database file locked against a second server.
+    /// Keeps the database file locked against a second server. Declared last, so it is
+    /// closed after every connection (closing any descriptor of the file would drop
+    /// SQLite's own locks on it).
     _lock: Option<std::fs::File>,
 }
+
+/// The checkpoint thread, and the channel whose closing stops it.
+struct Checkpoints {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How often the checkpoint thread folds the WAL into the database, if anything was
+/// committed since.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL size (pages) past which the checkpoint thread pauses commits for one checkpoint, so
+/// the WAL can start over: about 32 MB, every eight seconds of one commit per millisecond.
+pub const WAL_HIGH_FRAMES: i64 = 8_192;
 
 impl std::fmt::Debug for RoomLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,10 +217,30 @@ impl RoomLog {
         let connection = Connection::open_with_flags(&path, flags).with_context(context)?;
         prepare_writer(&connection, config).with_context(context)?;
         let last_seq = last_seq(&connection).with_context(context)?;
+        let db = Arc::new(Mutex::new(connection));
+        let (reader, checkpoints) = match config.db {
+            HistoryDb::Memory => (None, None),
+            HistoryDb::File(_) => {
+                let open = || -> anyhow::Result<Connection> {
+                    let connection = Connection::open_with_flags(&path, flags)?;
+                    prepare_helper(&connection, config)?;
+                    Ok(connection)
+                };
+                let reader = open().with_context(context)?;
+                reader
+                    .pragma_update(None, "query_only", true)
+                    .with_context(context)?;
+                let checkpoints = start_checkpoints(open().with_context(context)?, db.clone())
+                    .with_context(context)?;
+                (Some(Mutex::new(reader)), Some(checkpoints))
+            }
+        };
         Ok(Opened {
             last_seq,
             log: RoomLog {
-                db: Mutex::new(connection),
+                db,
+                reader,
+                checkpoints: Mutex::new(checkpoints),
                 config: config.clone(),
                 appended: Mutex::new(Vec::new()),
                 wake_commit: Notify::new(),
@@ -239,7 +288,14 @@ impl RoomLog {
     pub async fn query(self: &Arc<Self>, query: Query) -> anyhow::Result<Answer> {
         let bound = self.delivered.load(Ordering::Acquire);
         let log = self.clone();
-        Ok(tokio::task::spawn_blocking(move || run_query(&log.db(), query, bound)).await??)
+        Ok(tokio::task::spawn_blocking(move || match &log.reader {
+            Some(reader) => {
+                let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+                run_query(&reader, query, bound)
+            }
+            None => run_query(&log.db(), query, bound),
+        })
+        .await??)
     }
 
     /// Commits whatever is still appended, stops the commit task and waits for it. The
@@ -253,6 +309,15 @@ impl RoomLog {
             .take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+        let checkpoints = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(Checkpoints { stop, thread }) = checkpoints {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -279,7 +344,7 @@ impl RoomLog {
             let inline = if self.config.sync_full {
                 None
             } else {
-                match self.db.try_lock() {
+                match self.db.as_ref().try_lock() {
                     Ok(mut db) => Some(commit(&mut db, &group)),
                     Err(std::sync::TryLockError::Poisoned(e)) => {
                         Some(commit(&mut e.into_inner(), &group))
@@ -375,16 +440,17 @@ async fn commit_loop(log: Arc<RoomLog>) {
 }
 
 fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Result<()> {
-    // One connection does everything (see `Job::Query`), so it may keep the database to
-    // itself: no shared-memory WAL index and no file locks taken and released per commit.
-    // Set before WAL mode is entered, so the WAL index lives in heap memory.
-    connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     if matches!(config.db, HistoryDb::File(_)) {
         let mode: String =
             connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             bail!("could not switch to WAL mode (got {mode})");
         }
+        // The checkpoint thread folds the WAL in, never a commit (see the module's doc).
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+    } else {
+        // Nobody else can see an in-memory database: no locks to take per commit.
+        connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     }
     let sync = if config.sync_full { "FULL" } else { "NORMAL" };
     connection.pragma_update(None, "synchronous", sync)?;
@@ -407,6 +473,54 @@ fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Re
     Ok(())
 }
 
+/// Settings of the reader's and the checkpoint thread's connections.
+fn prepare_helper(connection: &Connection, config: &HistoryConfig) -> rusqlite::Result<()> {
+    let sync = if config.sync_full { "FULL" } else { "NORMAL" };
+    connection.pragma_update(None, "synchronous", sync)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Starts the checkpoint thread on its own connection `own`; `writer` is held only to
+/// keep commits off during the short checkpoint that lets the WAL start over.
+fn start_checkpoints(
+    own: Connection,
+    writer: Arc<Mutex<Connection>>,
+) -> std::io::Result<Checkpoints> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("room-log-checkpoints".into())
+        .spawn(move || {
+            // A checkpoint every tick, until the log closes (and drops the sender).
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = checkpoint(&own, &writer) {
+                    tracing::warn!(error = %e, "room log checkpoint failed; retrying later");
+                }
+            }
+        })?;
+    Ok(Checkpoints { stop, thread })
+}
+
+/// One passive checkpoint: it copies what it can while commits go on (with nothing new it
+/// does nothing, not even an fsync). The WAL starts over at the first commit that finds it
+/// folded in completely, which commits arriving during every checkpoint can prevent for
+/// ever; so once the WAL holds more than [`WAL_HIGH_FRAMES`] pages, a second checkpoint
+/// runs with commits held off, and the next commit starts the WAL over.
+fn checkpoint(own: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
+    let passive = || {
+        own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(1)
+        })
+    };
+    if passive()? > WAL_HIGH_FRAMES {
+        let _commits_wait = writer.lock().unwrap_or_else(|e| e.into_inner());
+        passive()?;
+    }
+    Ok(())
+}
+
 /// The newest seq ever given out: the newest event's, or the one retention remembered
 /// before it deleted everything.
 fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
@@ -421,18 +535,27 @@ fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
 }
 
 fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> {
-    let tx = connection.transaction()?;
-    {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO events (seq, ts_ms, nc, json) VALUES (?1, ?2, ?3, ?4)")?;
-        for entry in group {
-            let json = entry.line.bytes(Mode::Json).unwrap_or_default();
-            let json = std::str::from_utf8(json).unwrap_or_default().trim_end();
-            let nc = !matches!(entry.line.event(), Some(ServerEvent::Rename { .. }));
-            insert.execute(params![entry.seq as i64, entry.ts_ms, nc, json])?;
-        }
+    // BEGIN and COMMIT are cached statements: `Connection::transaction` parses them anew
+    // for every group, a visible part of a commit of one line.
+    connection.prepare_cached("BEGIN")?.execute([])?;
+    let done = insert(connection, group)
+        .and_then(|()| connection.prepare_cached("COMMIT")?.execute([]).map(drop));
+    if done.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
     }
-    tx.commit()
+    done
+}
+
+fn insert(connection: &Connection, group: &[Entry]) -> rusqlite::Result<()> {
+    let mut insert = connection
+        .prepare_cached("INSERT INTO events (seq, ts_ms, nc, json) VALUES (?1, ?2, ?3, ?4)")?;
+    for entry in group {
+        let json = entry.line.bytes(Mode::Json).unwrap_or_default();
+        let json = std::str::from_utf8(json).unwrap_or_default().trim_end();
+        let nc = !matches!(entry.line.event(), Some(ServerEvent::Rename { .. }));
+        insert.execute(params![entry.seq as i64, entry.ts_ms, nc, json])?;
+    }
+    Ok(())
 }
 
 /// Records the newest seq in `meta`, so that deleting every event cannot make a seq be
@@ -626,4 +749,72 @@ fn run_query(connection: &Connection, query: Query, bound: u64) -> rusqlite::Res
     Ok(Answer {
         line: Rendered::preformatted(None, Some(json)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_protocol::Stamp;
+
+    /// A log whose every event is its own commit, as in a room that trickles: the WAL
+    /// must still be folded into the database and start over, not grow for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_folded_in_and_starts_over_under_endless_commits() {
+        let dir = std::env::temp_dir().join(format!("chat-room-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("history.sqlite3");
+        let wal = dir.join("history.sqlite3-wal");
+        let config = HistoryConfig {
+            db: HistoryDb::File(path.clone()),
+            ..HistoryConfig::default()
+        };
+        let log = RoomLog::open(&config).expect("open").into_log();
+        log.start();
+        let commits = 4 * WAL_HIGH_FRAMES as u64;
+        for seq in 1..=commits {
+            let line = Rendered::new(ServerEvent::Chat {
+                addr: "127.0.0.1:1".into(),
+                name: "alice".into(),
+                text: format!("line {seq}"),
+                stamp: Some(Stamp {
+                    seq,
+                    ts: format_ts(now_ms()),
+                }),
+            });
+            log.append(Entry {
+                seq,
+                ts_ms: now_ms(),
+                line,
+            });
+            while log.committed_now() < seq {
+                tokio::time::timeout(Duration::from_secs(10), log.committed())
+                    .await
+                    .expect("the commit happens");
+            }
+        }
+        // The WAL header's checkpoint sequence number (bytes 12..16, big-endian) counts the
+        // times the WAL started over. Each commit adds at least one page, so it must have
+        // started over at least twice; and the file never held all the commits' pages.
+        let header = std::fs::read(&wal).expect("the WAL");
+        let restarts = header
+            .get(12..16)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .expect("a WAL header");
+        assert!(
+            restarts >= 2,
+            "the WAL started over {restarts} times in {commits} commits"
+        );
+        let frame = 4096 + 24;
+        assert!(
+            (header.len() as u64) < commits * frame * 3 / 4,
+            "the WAL grew to {} bytes over {commits} commits",
+            header.len()
+        );
+        log.close().await;
+        drop(log);
+        let opened = RoomLog::open(&config).expect("open again");
+        assert_eq!(opened.last_seq, commits);
+        drop(opened);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

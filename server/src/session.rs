@@ -154,7 +154,7 @@ async fn serve_halves<R, W>(
     slot: impl Send + 'static,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: outbox::SendSide,
 {
     let (outbox, queue) = outbox::channel(config.sendq_bytes);
     let (flush_grace, farewell_wait) = (config.flush_grace, config.farewell_wait);
