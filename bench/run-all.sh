@@ -16,6 +16,9 @@
 #   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base redis" bench/run-all.sh
 #     (chat-base: another build of chat-server, e.g. one from before the room log, run with
 #     the same flags but no --history-db; the caller builds it, see docs/BENCHMARKS.md)
+#   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat-cluster-base chat-cluster" ...
+#     (chat-cluster-base: the chat-cluster setup with that other build as the three nodes,
+#     for before/after comparisons of cluster mode within one session)
 #
 # The rows resume, resume-gated, resume-after-leaves, idle-ping and idle-who run against
 # chat-server only (redis and the Go original have no history and no JSON mode); other
@@ -50,7 +53,7 @@ need() {
     fi
 }
 [[ " $TARGETS " == *" go "* ]] && need go golang-go
-[[ " $TARGETS " == *" redis "* || " $TARGETS " == *" chat-cluster "* ]] &&
+[[ " $TARGETS " == *" redis "* || " $TARGETS " == *" chat-cluster"* ]] &&
     need redis-server redis-server
 
 echo "building (release)" >&2
@@ -59,8 +62,9 @@ bench="$target_dir/release/chat-bench"
 chat_server="$target_dir/release/chat-server"
 go_server=""
 [[ " $TARGETS " == *" go "* ]] && go_server=$(bench/scripts/build-go-server.sh)
-if [[ " $TARGETS " == *" chat-base "* && ! -x "$CHAT_BASE_SERVER" ]]; then
-    echo "chat-base needs CHAT_BASE_SERVER=/path/to/chat-server" >&2
+if [[ " $TARGETS " == *" chat-base "* || " $TARGETS " == *" chat-cluster-base "* ]] &&
+    [[ ! -x "$CHAT_BASE_SERVER" ]]; then
+    echo "chat-base and chat-cluster-base need CHAT_BASE_SERVER=/path/to/chat-server" >&2
     exit 1
 fi
 
@@ -72,10 +76,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel $(uname -r)"
     echo "- $(rustc --version)"
     [[ -n "$go_server" ]] && echo "- $(go version)"
-    [[ " $TARGETS " == *" chat-base "* ]] && echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
+    [[ " $TARGETS " == *" chat-base "* || " $TARGETS " == *" chat-cluster-base "* ]] &&
+        echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
     command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
     echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m (30s for idle-*) --history-db $out/history-RUN.sqlite3 (chat-mem: :memory:) $CHAT_SERVER_ARGS"
-    [[ " $TARGETS " == *" chat-cluster "* ]] && echo "- chat-cluster: redis-server --save \"\" --appendonly no on a fresh port and directory; three nodes --cluster redis://127.0.0.1:PORT --node-id n1..n3 --rate 0 --max-per-ip 0 --idle-timeout 10m $CHAT_SERVER_ARGS; clients round-robin over the nodes; CPU and RSS summed over the nodes and Redis"
+    [[ " $TARGETS " == *" chat-cluster"* ]] && echo "- chat-cluster: redis-server --save \"\" --appendonly no on a fresh port and directory; three nodes --cluster redis://127.0.0.1:PORT --node-id n1..n3 --rate 0 --max-per-ip 0 --idle-timeout 10m $CHAT_SERVER_ARGS; clients round-robin over the nodes; CPU and RSS summed over the nodes and Redis"
     echo "- run at $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol bench || echo ' (with uncommitted changes)')"
     echo "- load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 } >"$out/machine.md"
@@ -139,7 +144,7 @@ trap 'stop_server; remove_history_db' EXIT
 # Our server with its room log (chat-base may predate it).
 has_log() {
     [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ||
-        "$1" == chat-cluster ]]
+        "$1" == chat-cluster || "$1" == chat-cluster-base ]]
 }
 
 chat_only() {
@@ -158,8 +163,9 @@ remove_history_db() {
     fi
 }
 
-# start_cluster LOG IDLE: one redis-server in a fresh directory, without persistence, and
-# three chat-server nodes using it; each process logs to LOG.NAME.
+# start_cluster LOG IDLE SERVER: one redis-server in a fresh directory, without
+# persistence, and three nodes of the chat-server binary SERVER using it; each process logs
+# to LOG.NAME.
 start_cluster() {
     local log_base=${1%.log} redis_port node port
     redis_port=$(free_port)
@@ -173,7 +179,7 @@ start_cluster() {
         port=$(free_port)
         server_logs+=("$log_base.$node.log")
         # shellcheck disable=SC2086
-        "$chat_server" --listen "127.0.0.1:$port" --cluster "redis://127.0.0.1:$redis_port" \
+        "$3" --listen "127.0.0.1:$port" --cluster "redis://127.0.0.1:$redis_port" \
             --node-id "$node" --rate 0 --max-per-ip 0 --idle-timeout "$2" \
             $CHAT_SERVER_ARGS 2>"$log_base.$node.log" &
         server_pids+=($!)
@@ -187,9 +193,11 @@ start_server() {
     server_logs=("$2")
     local idle=10m
     [[ "$3" == idle-* ]] && idle=30s
-    if [[ "$1" == chat-cluster ]]; then
+    if [[ "$1" == chat-cluster || "$1" == chat-cluster-base ]]; then
         history_db=""
-        start_cluster "$2" "$idle"
+        local server=$chat_server
+        [[ "$1" == chat-cluster-base ]] && server=$CHAT_BASE_SERVER
+        start_cluster "$2" "$idle" "$server"
         return
     fi
     port=$(free_port)
@@ -274,7 +282,7 @@ for row in $ROWS; do
             start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
-                chat-1t | chat-mem | chat-base | chat-cluster) bench_target=(--target chat) ;;
+                chat-1t | chat-mem | chat-base | chat-cluster | chat-cluster-base) bench_target=(--target chat) ;;
                 *) bench_target=(--target "$target") ;;
             esac
             # shellcheck disable=SC2046

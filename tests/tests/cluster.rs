@@ -406,7 +406,8 @@ async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_millis() as u64;
-    // Seqs 1..=37 an hour old, 38..=50 a second old: the cut is at 38.
+    // Seqs 1..=37 an hour old, 38..=50 a second old: the cut is at 38. Seqs 1..=20 as
+    // earlier versions wrote them (one field per part), the others as now (one field `e`).
     for seq in 1..=50u64 {
         let ts = if seq <= 37 {
             now - 3_600_000
@@ -414,27 +415,32 @@ async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
             now - 1_000
         };
         let (id, ts, text) = (format!("{seq}-0"), ts.to_string(), format!("line {seq}"));
-        redis.command(&[
-            "XADD",
-            "chat:log",
-            &id,
-            "ts",
-            &ts,
-            "t",
-            "c",
-            "n",
-            "gone",
-            "c",
-            "1",
-            "a",
-            "10.0.0.1:1",
-            "m",
-            "old",
-            "x",
-            &text,
-            "s",
-            "0",
-        ]);
+        if seq <= 20 {
+            redis.command(&[
+                "XADD",
+                "chat:log",
+                &id,
+                "ts",
+                &ts,
+                "t",
+                "c",
+                "n",
+                "gone",
+                "c",
+                "1",
+                "a",
+                "10.0.0.1:1",
+                "m",
+                "old",
+                "x",
+                &text,
+                "s",
+                "0",
+            ]);
+        } else {
+            let packed = format!("c\n{ts}\ngone\n1\n10.0.0.1:1\nold\n0\n{text}");
+            redis.command(&["XADD", "chat:log", &id, "e", &packed]);
+        }
     }
     redis.command(&["SET", "chat:seq", "50"]);
     let mut config = node_config(&redis, "n0", Duration::from_millis(300));
@@ -460,5 +466,84 @@ async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
         events.first().and_then(|e| e.stamp()).map(|s| s.seq),
         Some(38)
     );
+    node.stop().await;
+}
+
+/// The connection id under which `addr` is registered on node `node`, from Redis.
+fn registered_conn(redis: &Redis, node: &str, addr: &str) -> String {
+    let reply = redis.command(&["HGETALL", &format!("chat:node:{node}")]);
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    let needle = format!("\"a\":\"{addr}\"");
+    let at = lines
+        .iter()
+        .position(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("{addr} is not registered on {node}: {reply}"));
+    // `$LEN`, CONN, `$LEN`, JSON: the connection id is two lines above its JSON.
+    lines[at - 2].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_refused_inside_a_batch_of_lines_is_refused_alone() {
+    let redis = Redis::start();
+    let nodes = nodes(&redis, 2, TIMEOUT).await;
+    let mut gone = join(nodes[0].addr).await;
+    let mut here = join(nodes[0].addr).await;
+    let mut far = join(nodes[1].addr).await;
+    let (g, h) = (gone.addr.clone(), here.addr.clone());
+    // Redis forgets one member, as after a sweep while its node was cut off: its lines
+    // must be refused, and the lines around them in the same script call logged.
+    let conn = registered_conn(&redis, "n0", &g);
+    assert!(
+        redis
+            .command(&["HDEL", "chat:node:n0", &conn])
+            .starts_with(":1")
+    );
+    // Writes wait in Redis for a moment, so that the lines of both, sent turn about, queue
+    // up behind the first script call and go to Redis mixed in the same runs of lines.
+    assert!(
+        redis
+            .command(&["CLIENT", "PAUSE", "300", "WRITE"])
+            .starts_with("+OK")
+    );
+    for i in 0..20 {
+        gone.send(&format!("gone {i}")).await;
+        here.send(&format!("here {i}")).await;
+    }
+    for _ in 0..20 {
+        gone.skip_until_prefix("error: you are no longer in the room")
+            .await;
+    }
+    here.send("marker").await;
+    // On both nodes: every accepted line in order, none of the refused ones, ever.
+    for client in [&mut here, &mut far] {
+        let lines = client.skip_until(&said(&h, &h, "marker")).await;
+        let chat: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("here ") || l.contains("gone "))
+            .collect();
+        let expected: Vec<String> = (0..20)
+            .map(|i| said(&h, &h, &format!("here {i}")))
+            .collect();
+        assert_eq!(chat, expected.iter().collect::<Vec<_>>());
+    }
+    let lines = gone.skip_until(&said(&h, &h, "marker")).await;
+    assert!(!lines.iter().any(|l| l.contains("gone ")), "{lines:?}");
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_in_another_database_of_redis_works() {
+    // The tail has a connection of its own: it must select the URL's database too.
+    let redis = Redis::start();
+    let mut config = chat_tests::cluster::node_config(&redis, "n0", TIMEOUT);
+    if let Some(cluster) = &mut config.cluster {
+        cluster.url = format!("{}/3", redis.url());
+    }
+    let node = chat_tests::TestServer::with_config(config).await;
+    let mut nc = join(node.addr).await;
+    let me = nc.addr.clone();
+    nc.send("hello").await;
+    nc.expect(&said(&me, &me, "hello")).await;
+    assert!(redis.command(&["EXISTS", "chat:log"]).starts_with(":0"));
     node.stop().await;
 }

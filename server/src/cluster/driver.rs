@@ -256,10 +256,13 @@ impl Driver {
             self.refuse(batch);
             return true;
         }
+        // Each run of consecutive chat lines is one script call (see `scripts::CHAT`), the
+        // rest one call each; in the pipeline they keep the batch's order.
+        let calls = calls(&batch);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for submission in &batch {
-            pipe.add_command(self.command(submission));
+        for call in &calls {
+            pipe.add_command(self.command(&batch[call.clone()]));
         }
         let Some(con) = &mut self.con else {
             return false;
@@ -274,12 +277,14 @@ impl Driver {
         };
         let mut resolved = Vec::with_capacity(batch.len());
         let mut fenced = None;
-        for (i, (submission, reply)) in batch.iter().zip(&replies).enumerate() {
-            match self.outcome(submission, reply) {
-                Outcome::Resolved(r) => resolved.push(r),
-                Outcome::Fenced => {
-                    fenced = Some(i);
-                    break;
+        'calls: for (call, reply) in calls.iter().zip(&replies) {
+            for (i, outcome) in call.clone().zip(outcomes(&batch[call.clone()], reply)) {
+                match outcome {
+                    Outcome::Resolved(r) => resolved.push(r),
+                    Outcome::Fenced => {
+                        fenced = Some(i);
+                        break 'calls;
+                    }
                 }
             }
         }
@@ -313,9 +318,13 @@ impl Driver {
         self.hub.resolve(refused);
     }
 
-    fn command(&self, submission: &Submission) -> redis::Cmd {
+    /// The script call for `subs`: one submission, or a run of chat lines.
+    fn command(&self, subs: &[Submission]) -> redis::Cmd {
         let (link, scripts) = (&self.link, &self.scripts);
-        let script = match &submission.op {
+        let Some(first) = subs.first() else {
+            return redis::cmd("PING");
+        };
+        let script = match &first.op {
             Op::Join { .. } => &scripts.join,
             Op::Chat { .. } => &scripts.chat,
             Op::Rename { .. } => &scripts.rename,
@@ -323,10 +332,19 @@ impl Driver {
             Op::Dm { .. } => &scripts.dm,
         };
         let mut cmd = evalsha(script, link);
-        cmd.arg(&*link.node).arg(&self.fence).arg(submission.sub);
-        match &submission.op {
+        cmd.arg(&*link.node).arg(&self.fence);
+        if let Op::Chat { .. } = first.op {
+            for submission in subs {
+                if let Op::Chat { conn, text } = &submission.op {
+                    cmd.arg(submission.sub).arg(conn).arg(text);
+                }
+            }
+            return cmd;
+        }
+        cmd.arg(first.sub);
+        match &first.op {
             Op::Join { conn, addr } => cmd.arg(conn).arg(&**addr),
-            Op::Chat { conn, text } => cmd.arg(conn).arg(text),
+            Op::Chat { .. } => &mut cmd,
             Op::Rename { conn, name, keys } => cmd.arg(conn).arg(name).arg(keys),
             Op::Leave { conn, reason } => cmd.arg(conn).arg(reason_name(*reason)),
             Op::Dm {
@@ -338,35 +356,6 @@ impl Driver {
             } => cmd.arg(conn).arg(&**to_node).arg(to_conn).arg(text),
         };
         cmd
-    }
-
-    fn outcome(&self, submission: &Submission, reply: &redis::Value) -> Outcome {
-        let sub = submission.sub;
-        if let redis::Value::ServerError(e) = reply {
-            tracing::error!(error = ?e, sub, "a room script failed");
-            return Outcome::Resolved(unavailable(submission));
-        }
-        let parts = items(reply);
-        let code = int(parts.first().copied());
-        let after = int(parts.get(1).copied()).unwrap_or(0).max(0) as u64;
-        let done = |line| Outcome::Resolved(Resolved { sub, after, line });
-        match (&submission.op, code) {
-            (_, Some(-1)) => Outcome::Fenced,
-            (Op::Join { .. } | Op::Leave { .. }, _) => done(None),
-            (_, Some(0)) => done(Some(ServerEvent::error(
-                ErrorCode::Unavailable,
-                "you are no longer in the room (this server lost contact with it); reconnect",
-            ))),
-            (Op::Rename { name, .. }, Some(2)) => done(Some(ServerEvent::error(
-                ErrorCode::NameTaken,
-                format!("rename refused: the name {name} is already taken"),
-            ))),
-            (Op::Dm { to_name, .. }, Some(3)) => done(Some(ServerEvent::error(
-                ErrorCode::NoSuchUser,
-                format!("no user named {to_name} is online"),
-            ))),
-            _ => done(None),
-        }
     }
 
     async fn heartbeat(&mut self) -> bool {
@@ -655,6 +644,89 @@ impl Driver {
     }
 }
 
+/// Splits a batch into script calls, as index ranges in order: each run of consecutive
+/// chat lines is one call, any other submission one call of its own.
+fn calls(batch: &[Submission]) -> Vec<std::ops::Range<usize>> {
+    let mut calls: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, submission) in batch.iter().enumerate() {
+        let chat = matches!(submission.op, Op::Chat { .. });
+        match calls.last_mut() {
+            Some(run) if chat && matches!(batch[run.start].op, Op::Chat { .. }) => run.end = i + 1,
+            _ => calls.push(i..i + 1),
+        }
+    }
+    calls
+}
+
+/// How each submission of one script call came out, in order: a run of chat lines answers
+/// with a pair per line, or `-1` alone if the node was fenced (then none ran).
+fn outcomes(subs: &[Submission], reply: &redis::Value) -> Vec<Outcome> {
+    let [first, ..] = subs else {
+        return Vec::new();
+    };
+    if !matches!(first.op, Op::Chat { .. }) {
+        return vec![outcome(first, reply)];
+    }
+    if let redis::Value::ServerError(e) = reply {
+        tracing::error!(error = ?e, lines = subs.len(), "the chat script failed");
+        return subs
+            .iter()
+            .map(|s| Outcome::Resolved(unavailable(s)))
+            .collect();
+    }
+    let parts = items(reply);
+    if int(parts.first().copied()) == Some(-1) {
+        return subs.iter().map(|_| Outcome::Fenced).collect();
+    }
+    subs.iter()
+        .enumerate()
+        .map(|(i, submission)| {
+            let code = int(parts.get(2 * i).copied());
+            let after = int(parts.get(2 * i + 1).copied()).unwrap_or(0).max(0) as u64;
+            Outcome::Resolved(Resolved {
+                sub: submission.sub,
+                after,
+                line: (code == Some(0)).then(not_in_room),
+            })
+        })
+        .collect()
+}
+
+/// How one submission (not a chat line) came out.
+fn outcome(submission: &Submission, reply: &redis::Value) -> Outcome {
+    let sub = submission.sub;
+    if let redis::Value::ServerError(e) = reply {
+        tracing::error!(error = ?e, sub, "a room script failed");
+        return Outcome::Resolved(unavailable(submission));
+    }
+    let parts = items(reply);
+    let code = int(parts.first().copied());
+    let after = int(parts.get(1).copied()).unwrap_or(0).max(0) as u64;
+    let done = |line| Outcome::Resolved(Resolved { sub, after, line });
+    match (&submission.op, code) {
+        (_, Some(-1)) => Outcome::Fenced,
+        (Op::Join { .. } | Op::Leave { .. }, _) => done(None),
+        (_, Some(0)) => done(Some(not_in_room())),
+        (Op::Rename { name, .. }, Some(2)) => done(Some(ServerEvent::error(
+            ErrorCode::NameTaken,
+            format!("rename refused: the name {name} is already taken"),
+        ))),
+        (Op::Dm { to_name, .. }, Some(3)) => done(Some(ServerEvent::error(
+            ErrorCode::NoSuchUser,
+            format!("no user named {to_name} is online"),
+        ))),
+        _ => done(None),
+    }
+}
+
+/// Redis does not list the member (its node was swept while cut off): its line is refused.
+fn not_in_room() -> ServerEvent {
+    ServerEvent::error(
+        ErrorCode::Unavailable,
+        "you are no longer in the room (this server lost contact with it); reconnect",
+    )
+}
+
 /// The refusal of a user's line while the room cannot be reached.
 fn unavailable(submission: &Submission) -> Resolved {
     let message = match submission.op {
@@ -680,4 +752,75 @@ pub struct OwnMember {
     pub addr: String,
     pub name: String,
     pub keys: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn chat(sub: u64, conn: u64) -> Submission {
+        Submission {
+            sub,
+            op: Op::Chat {
+                conn,
+                text: format!("line {sub}"),
+            },
+        }
+    }
+
+    fn leave(sub: u64) -> Submission {
+        Submission {
+            sub,
+            op: Op::Leave {
+                conn: 1,
+                reason: chat_protocol::LeaveReason::Quit,
+            },
+        }
+    }
+
+    #[test]
+    fn consecutive_chat_lines_are_one_call_and_the_rest_one_each() {
+        let batch = [
+            chat(1, 1),
+            chat(2, 2),
+            leave(3),
+            leave(4),
+            chat(5, 1),
+            chat(6, 1),
+        ];
+        assert_eq!(calls(&batch), vec![0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(calls(&[]), Vec::<std::ops::Range<usize>>::new());
+    }
+
+    #[test]
+    fn a_refused_line_in_a_run_is_refused_alone() {
+        let run = [chat(1, 1), chat(2, 2), chat(3, 1)];
+        // The second sender is not in the room: its line is refused with the seq before it.
+        let reply = Value::Array([1, 10, 0, 10, 1, 11].into_iter().map(Value::Int).collect());
+        let got: Vec<(u64, u64, bool)> = outcomes(&run, &reply)
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Resolved(r) => (r.sub, r.after, r.line.is_some()),
+                Outcome::Fenced => panic!("not fenced"),
+            })
+            .collect();
+        assert_eq!(got, vec![(1, 10, false), (2, 10, true), (3, 11, false)]);
+    }
+
+    #[test]
+    fn a_fenced_run_is_fenced_whole_and_a_failed_one_refused_whole() {
+        let run = [chat(1, 1), chat(2, 1)];
+        let fenced = outcomes(&run, &Value::Array(vec![Value::Int(-1)]));
+        assert!(fenced.iter().all(|o| matches!(o, Outcome::Fenced)));
+        assert_eq!(fenced.len(), 2);
+        let error = redis::parse_redis_value(b"-ERR the script failed\r\n").expect("parsed");
+        assert!(matches!(error, Value::ServerError(_)));
+        let failed = outcomes(&run, &error);
+        assert!(
+            failed
+                .iter()
+                .all(|o| matches!(o, Outcome::Resolved(Resolved { line: Some(_), .. })))
+        );
+    }
 }

@@ -17,6 +17,7 @@
 pub mod driver;
 pub mod history;
 pub mod recent;
+pub mod resp;
 pub mod scripts;
 pub mod tail;
 
@@ -150,12 +151,54 @@ pub struct LogEntry {
     pub sub: u64,
 }
 
+impl LogEntry {
+    /// An entry written as one field (see `scripts.rs`): `KIND\nTS\nNODE\nCONN\nADDR\n
+    /// NAME\nSUB\nTEXT`, the text last and free to hold anything. `None` if it is not
+    /// that, or of a kind this version does not know.
+    pub fn unpack(seq: u64, value: &[u8], node: impl FnOnce(&str) -> Arc<str>) -> Option<LogEntry> {
+        let mut parts = value.splitn(8, |b| *b == b'\n');
+        let mut next = || std::str::from_utf8(parts.next()?).ok();
+        let kind = Kind::from_tag(next()?)?;
+        let ts_ms = next()?.parse().ok()?;
+        let node = node(next()?);
+        let conn = next()?.parse().ok()?;
+        let addr = next()?.to_string();
+        let name = next()?.to_string();
+        let sub = next()?.parse().ok()?;
+        let x = next()?.to_string();
+        Some(LogEntry {
+            seq,
+            ts_ms,
+            kind,
+            node,
+            conn,
+            addr,
+            name,
+            x,
+            sub,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Join,
     Chat,
     Rename,
     Leave,
+}
+
+impl Kind {
+    /// The kind as stored: `j`, `c`, `r` or `l`.
+    pub fn from_tag(tag: &str) -> Option<Kind> {
+        match tag {
+            "j" => Some(Kind::Join),
+            "c" => Some(Kind::Chat),
+            "r" => Some(Kind::Rename),
+            "l" => Some(Kind::Leave),
+            _ => None,
+        }
+    }
 }
 
 /// A direct message read back from this node's DM stream.
