@@ -85,8 +85,8 @@ pub async fn start(
     ops: mpsc::UnboundedReceiver<Submission>,
 ) -> anyhow::Result<(Driver, Snapshot, redis::Client)> {
     use anyhow::Context;
-    let url = &link.config.url;
-    let client = redis::Client::open(url.as_str())
+    let url = link.config.shown_url();
+    let client = redis::Client::open(link.config.url.as_str())
         .with_context(|| format!("--cluster {url}: not a Redis URL"))?;
     let scripts = Scripts::new();
     let mut con = connect(&client, RESPONSE_TIMEOUT)

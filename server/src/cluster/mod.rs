@@ -47,6 +47,11 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The Redis URL as logs and errors show it: a password in it is replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        redact_password(&self.url)
+    }
+
     pub fn new(url: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             url: url.into(),
@@ -395,5 +400,43 @@ impl Running {
         let _ = self.driver.await;
         self.stop_tail.cancel();
         let _ = self.tail.await;
+    }
+}
+
+/// `redis://user:secret@host:6379/0` as `redis://user:***@host:6379/0`; any other URL as it
+/// is.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let user = rest[..at]
+        .split_once(':')
+        .map_or(&rest[..at], |(user, _)| user);
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_in_redis_urls_are_not_shown() {
+        assert_eq!(
+            redact_password("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://:***@10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            redact_password("rediss://chat:p@ss:w0rd@redis.example:6380"),
+            "rediss://chat:***@redis.example:6380"
+        );
+        assert_eq!(
+            redact_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_password("not a url"), "not a url");
     }
 }
