@@ -149,6 +149,23 @@ pub struct RoomLog {
     _lock: Option<std::fs::File>,
 }
 
+impl Drop for RoomLog {
+    /// Without [`RoomLog::close`] (a task that failed, a library caller), the checkpoint
+    /// thread is still stopped and joined here, so its connection closes before the file
+    /// lock does.
+    fn drop(&mut self) {
+        let checkpoints = self
+            .checkpoints
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(Checkpoints { stop, thread }) = checkpoints {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The checkpoint thread, and the channel whose closing stops it.
 struct Checkpoints {
     stop: std::sync::mpsc::Sender<()>,

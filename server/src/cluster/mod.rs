@@ -413,10 +413,10 @@ fn redact_password(url: &str) -> String {
     let Some(at) = rest[..authority_end].rfind('@') else {
         return url.to_string();
     };
-    let user = rest[..at]
-        .split_once(':')
-        .map_or(&rest[..at], |(user, _)| user);
-    format!("{scheme}://{user}:***{}", &rest[at..])
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -436,6 +436,10 @@ mod url_tests {
         assert_eq!(
             redact_password("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_password("redis://chat@host:6379"),
+            "redis://chat@host:6379"
         );
         assert_eq!(redact_password("not a url"), "not a url");
     }

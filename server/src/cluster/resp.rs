@@ -155,14 +155,12 @@ impl Connection {
         .await?
     }
 
-    /// `XREAD COUNT count BLOCK block STREAMS log dms log_from dm_from`: the new log
-    /// entries (those this version cannot read are skipped), the new direct messages, and
-    /// the id of the last direct message read, if any.
+    /// `XREAD COUNT count BLOCK block STREAMS log dms log_from dm_from`.
     pub async fn xread(
         &mut self,
         args: &XreadArgs<'_>,
         nodes: &mut NodeNames,
-    ) -> Result<(Vec<LogEntry>, Vec<DmEntry>, Option<String>), Error> {
+    ) -> Result<Read, Error> {
         let count = args.count.to_string();
         let block = args.block.as_millis().to_string();
         let len = self
@@ -183,6 +181,19 @@ impl Connection {
         self.buf.drain(..len);
         parsed.ok_or_else(|| Error::Protocol("malformed XREAD reply".into()))
     }
+}
+
+/// What one `XREAD` brought.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The new log entries; those this version cannot read are skipped.
+    pub log: Vec<LogEntry>,
+    /// The seq of the last log entry in the reply, read or skipped: reading goes on after
+    /// it, so an unreadable entry is not read again and again.
+    pub log_last: Option<u64>,
+    pub dms: Vec<DmEntry>,
+    /// The id of the last direct message in the reply.
+    pub dm_last: Option<String>,
 }
 
 /// The arguments of one `XREAD`.
@@ -362,13 +373,9 @@ impl NodeNames {
 }
 
 /// `XREAD`'s reply: `*-1` (nothing new), or per stream `[key, [[id, [field, value, ...]], ...]]`.
-fn parse_xread(
-    buf: &[u8],
-    log_key: &[u8],
-    nodes: &mut NodeNames,
-) -> Option<(Vec<LogEntry>, Vec<DmEntry>, Option<String>)> {
+fn parse_xread(buf: &[u8], log_key: &[u8], nodes: &mut NodeNames) -> Option<Read> {
     let mut cursor = Cursor { buf, pos: 0 };
-    let (mut log, mut dms, mut dm_last) = (Vec::new(), Vec::new(), None);
+    let mut read = Read::default();
     let streams = cursor.array()?;
     for _ in 0..streams.max(0) {
         if cursor.array()? != 2 {
@@ -377,7 +384,9 @@ fn parse_xread(
         let is_log = cursor.bulk()? == log_key;
         let entries = cursor.array()?;
         if is_log {
-            log.reserve(usize::try_from(entries).unwrap_or(0));
+            // Bounded: the count is Redis's word, not yet checked against the bytes.
+            read.log
+                .reserve(usize::try_from(entries).unwrap_or(0).min(1024));
         }
         for _ in 0..entries.max(0) {
             if cursor.array()? != 2 {
@@ -395,8 +404,11 @@ fn parse_xread(
                 raw.set(is_log, name, value);
             }
             if is_log {
+                if let Some(seq) = id_seq(id) {
+                    read.log_last = Some(seq);
+                }
                 match raw.log_entry(id, nodes) {
-                    Some(entry) => log.push(entry),
+                    Some(entry) => read.log.push(entry),
                     None => tracing::warn!(
                         id = %String::from_utf8_lossy(id),
                         "unreadable room log entry; skipped"
@@ -404,14 +416,20 @@ fn parse_xread(
                 }
             } else {
                 if let Some(dm) = raw.dm_entry() {
-                    dms.push(dm);
+                    read.dms.push(dm);
                 }
-                dm_last = Some(String::from_utf8_lossy(id).into_owned());
+                read.dm_last = Some(String::from_utf8_lossy(id).into_owned());
             }
         }
     }
     // Anything after the streams would mean the reply was not what was asked for.
-    (cursor.pos == buf.len()).then_some((log, dms, dm_last))
+    (cursor.pos == buf.len()).then_some(read)
+}
+
+/// The seq of a log entry's id `SEQ-0`.
+fn id_seq(id: &[u8]) -> Option<u64> {
+    let id = std::str::from_utf8(id).ok()?;
+    id.split_once('-').map_or(id, |(seq, _)| seq).parse().ok()
 }
 
 /// An entry's fields as borrowed from the reply (see `scripts.rs` for their names).
@@ -537,8 +555,17 @@ mod tests {
     #[test]
     fn an_xread_reply_becomes_entries_and_direct_messages() {
         let reply = reply();
-        let (log, dms, last) =
-            parse_xread(reply.as_bytes(), b"chat:log", &mut NodeNames::default()).expect("parsed");
+        let Read {
+            log,
+            log_last,
+            dms,
+            dm_last: last,
+        } = parse_xread(reply.as_bytes(), b"chat:log", &mut NodeNames::default()).expect("parsed");
+        assert_eq!(
+            log_last,
+            Some(10),
+            "the unreadable last entry still moves the cursor past it"
+        );
         assert_eq!(
             log.len(),
             2,
@@ -597,9 +624,13 @@ mod tests {
     fn nothing_new_and_errors_and_garbage() {
         let mut frame = Frame::default();
         assert_eq!(frame.scan(b"*-1\r\n").expect("ok"), Some(5));
-        let (log, dms, last) =
-            parse_xread(b"*-1\r\n", b"chat:log", &mut NodeNames::default()).expect("parsed");
-        assert!(log.is_empty() && dms.is_empty() && last.is_none());
+        let read = parse_xread(b"*-1\r\n", b"chat:log", &mut NodeNames::default()).expect("parsed");
+        assert!(
+            read.log.is_empty()
+                && read.dms.is_empty()
+                && read.dm_last.is_none()
+                && read.log_last.is_none()
+        );
         assert_eq!(Frame::default().scan(b"-ERR no\r\n").expect("ok"), Some(9));
         assert!(Frame::default().scan(b"?\r\n").is_err());
         assert!(Frame::default().scan(b"$x\r\n").is_err());

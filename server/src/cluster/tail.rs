@@ -73,15 +73,15 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
             reply = con.xread(&args, &mut nodes) => reply,
         };
         match reply {
-            Ok((log, dms, dm_read)) => {
-                if let Some(last) = log.last() {
-                    log_last = log_last.max(last.seq);
+            Ok(read) => {
+                if let Some(last) = read.log_last {
+                    log_last = log_last.max(last);
                 }
-                if let Some(id) = dm_read {
+                if let Some(id) = read.dm_last {
                     dm_last = id;
                 }
-                if !log.is_empty() || !dms.is_empty() {
-                    hub.apply(log, dms);
+                if !read.log.is_empty() || !read.dms.is_empty() {
+                    hub.apply(read.log, read.dms);
                 }
             }
             Err(e) => {
