@@ -469,6 +469,44 @@ async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
     node.stop().await;
 }
 
+/// An entry this version cannot read (a newer node's kind, say) is left out of history
+/// answers read from the stream, but still counts as existing: a page that reaches it says
+/// `more`, so a client pages on instead of stopping short of the older events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_entry_in_the_stream_does_not_end_paging() {
+    let redis = Redis::start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    for seq in 1..=10u64 {
+        let kind = if seq == 5 { "?" } else { "c" };
+        let packed = format!("{kind}\n{now}\ngone\n1\n10.0.0.1:1\nold\n0\nline {seq}");
+        redis.command(&["XADD", "chat:log", &format!("{seq}-0"), "e", &packed]);
+    }
+    redis.command(&["SET", "chat:seq", "10"]);
+    let mut config = node_config(&redis, "n0", TIMEOUT);
+    if let Some(cluster) = &mut config.cluster {
+        // Every answer from the stream, not from the node's memory.
+        cluster.history_cache = 0;
+    }
+    let node = chat_tests::TestServer::with_config(config).await;
+    let (mut client, _) = join_json(node.addr).await;
+    let seqs = |events: &[ServerEvent]| -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| e.stamp().map(|s| s.seq))
+            .collect()
+    };
+    let (_, events, more, _) = ask(&mut client, &history(Some(10), None, Some(4))).await;
+    assert_eq!(seqs(&events), vec![6, 7, 8, 9]);
+    assert!(more, "seq 5 exists (unreadable) and 1..=4 are older");
+    let (_, events, _, gap) = ask(&mut client, &history(Some(6), None, Some(4))).await;
+    assert_eq!(seqs(&events), vec![1, 2, 3, 4]);
+    assert!(gap, "seq 5 cannot be shown");
+    node.stop().await;
+}
+
 /// The connection id under which `addr` is registered on node `node`, from Redis.
 fn registered_conn(redis: &Redis, node: &str, addr: &str) -> String {
     let reply = redis.command(&["HGETALL", &format!("chat:node:{node}")]);

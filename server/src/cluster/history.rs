@@ -80,8 +80,9 @@ pub async fn warm(link: &Link, seq: u64) {
         .await
         .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "timed out").into()));
     match read {
-        Ok(newest_first) => {
-            let complete = newest_first.len() < capacity;
+        Ok((newest_first, sent)) => {
+            // Counted as Redis sent them: an entry this version cannot read still exists.
+            let complete = sent < capacity;
             let mut older = Batch::with_capacity(newest_first.len());
             for entry in newest_first.iter().rev() {
                 older.stage(entry);
@@ -112,9 +113,12 @@ pub async fn query(
         Query::Plain { .. } => unreachable!("answered above"),
     };
     let fetch = limit as usize + 1;
-    let mut rows: Vec<(u64, ServerEvent)> = if ascending {
+    // `sent`: the entries Redis sent, readable or not, which say whether more exist. An
+    // unreadable entry thus counts towards `more` (at worst one more page, empty), where
+    // counting only what was read could end a client's paging short of older events.
+    let (mut rows, sent): (Vec<(u64, ServerEvent)>, usize) = if ascending {
         if from >= bound {
-            Vec::new()
+            (Vec::new(), 0)
         } else {
             range(
                 con,
@@ -127,11 +131,11 @@ pub async fn query(
             .await?
         }
     } else if from == 0 {
-        Vec::new()
+        (Vec::new(), 0)
     } else {
         range(con, "XREVRANGE", log_key, &format!("{from}-0"), "-", fetch).await?
     };
-    let more = rows.len() > limit as usize;
+    let more = sent > limit as usize;
     rows.truncate(limit as usize);
     if !ascending {
         rows.reverse();
@@ -170,12 +174,12 @@ async fn plain(
     let mut lines: Vec<(i64, String)> = Vec::new();
     let mut top = bound;
     while lines.len() < limit as usize && top > 0 {
-        let page = range(con, "XREVRANGE", log_key, &format!("{top}-0"), "-", 200).await?;
+        let (page, sent) = range(con, "XREVRANGE", log_key, &format!("{top}-0"), "-", 200).await?;
         let Some((oldest, _)) = page.last() else {
             break;
         };
         top = oldest.saturating_sub(1);
-        let done = page.len() < 200;
+        let done = sent < 200;
         for (_, event) in page {
             if lines.len() == limit as usize {
                 break;
@@ -213,15 +217,19 @@ async fn range(
     start: &str,
     end: &str,
     count: usize,
-) -> redis::RedisResult<Vec<(u64, ServerEvent)>> {
-    Ok(entries(con, command, key, start, end, count)
-        .await?
-        .into_iter()
-        .map(|entry| (entry.seq, entry.event()))
-        .collect())
+) -> redis::RedisResult<(Vec<(u64, ServerEvent)>, usize)> {
+    let (entries, sent) = entries(con, command, key, start, end, count).await?;
+    Ok((
+        entries
+            .into_iter()
+            .map(|entry| (entry.seq, entry.event()))
+            .collect(),
+        sent,
+    ))
 }
 
-/// The log entries of an `XRANGE` or `XREVRANGE`, in its order.
+/// The log entries of an `XRANGE` or `XREVRANGE`, in its order (those this version cannot
+/// read left out), and how many entries Redis sent.
 async fn entries(
     con: &mut MultiplexedConnection,
     command: &str,
@@ -229,7 +237,7 @@ async fn entries(
     start: &str,
     end: &str,
     count: usize,
-) -> redis::RedisResult<Vec<super::LogEntry>> {
+) -> redis::RedisResult<(Vec<super::LogEntry>, usize)> {
     let value: redis::Value = redis::cmd(command)
         .arg(key)
         .arg(start)
@@ -238,8 +246,10 @@ async fn entries(
         .arg(count)
         .query_async(con)
         .await?;
-    Ok(raw_entries(&value)
+    let raw = raw_entries(&value);
+    let read = raw
         .iter()
         .filter_map(|(id, fields)| log_entry(id, fields))
-        .collect())
+        .collect();
+    Ok((read, raw.len()))
 }
