@@ -522,6 +522,18 @@ fn registered_conn(redis: &Redis, node: &str, addr: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_line_refused_inside_a_batch_of_lines_is_refused_alone() {
+    refused_alone(false).await;
+}
+
+/// The same with the member's record corrupted (no address, no name) instead of deleted:
+/// its lines are refused before the script writes anything, never failing the whole run
+/// halfway (Redis keeps what a failing script wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_member_record_fails_only_its_own_lines() {
+    refused_alone(true).await;
+}
+
+async fn refused_alone(corrupt: bool) {
     let redis = Redis::start();
     let nodes = nodes(&redis, 2, TIMEOUT).await;
     let mut gone = join(nodes[0].addr).await;
@@ -531,11 +543,15 @@ async fn a_line_refused_inside_a_batch_of_lines_is_refused_alone() {
     // Redis forgets one member, as after a sweep while its node was cut off: its lines
     // must be refused, and the lines around them in the same script call logged.
     let conn = registered_conn(&redis, "n0", &g);
-    assert!(
-        redis
-            .command(&["HDEL", "chat:node:n0", &conn])
-            .starts_with(":1")
-    );
+    if corrupt {
+        redis.command(&["HSET", "chat:node:n0", &conn, r#"{"j":1,"k":""}"#]);
+    } else {
+        assert!(
+            redis
+                .command(&["HDEL", "chat:node:n0", &conn])
+                .starts_with(":1")
+        );
+    }
     // Writes wait in Redis for a moment, so that the lines of both, sent turn about, queue
     // up behind the first script call and go to Redis mixed in the same runs of lines.
     assert!(

@@ -213,7 +213,13 @@ if #ARGV < 7 then return {} end
 local members, accepted = {}, 0
 for i = 5, #ARGV, 3 do
   local conn = ARGV[i + 1]
-  if members[conn] == nil then members[conn] = member(node, conn) or false end
+  if members[conn] == nil then
+    -- Checked before anything is written: a record without its address or name fails its
+    -- own line, never the run halfway (Redis keeps what a failing script wrote).
+    local m = member(node, conn)
+    if m and (type(m.a) ~= 'string' or type(m.m) ~= 'string') then m = nil end
+    members[conn] = m or false
+  end
   if members[conn] then accepted = accepted + 1 end
 end
 done(node, ARGV[#ARGV - 2])
