@@ -127,6 +127,11 @@ async fn who_on_any_node_lists_everyone_in_join_order() {
         .skip_until(&said(&gone_addr, &gone_addr, "login out"))
         .await;
     for client in &mut clients {
+        // Each node applies the leave when its tail reads it: a client's `who` is behind
+        // the leave once the client has seen it.
+        client
+            .skip_until(&said(&gone_addr, &gone_addr, "login out"))
+            .await;
         let listed = client.who().await;
         assert!(
             !listed.iter().any(|u| u.starts_with(&gone_addr)),
