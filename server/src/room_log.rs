@@ -159,9 +159,8 @@ impl Drop for RoomLog {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(Checkpoints { stop, thread }) = checkpoints {
-            drop(stop);
-            let _ = thread.join();
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.stop();
         }
     }
 }
@@ -170,6 +169,14 @@ impl Drop for RoomLog {
 struct Checkpoints {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpoints {
+    /// Stops the thread and waits for it (at most one checkpoint).
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 /// How often the checkpoint thread folds the WAL into the database, if anything was
@@ -332,9 +339,8 @@ impl RoomLog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(Checkpoints { stop, thread }) = checkpoints {
-            drop(stop);
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(checkpoints) = checkpoints {
+            let _ = tokio::task::spawn_blocking(move || checkpoints.stop()).await;
         }
     }
 
