@@ -149,22 +149,13 @@ impl Queue {
 
     /// The front item's bytes not written yet.
     fn front(&self) -> Option<&[u8]> {
-        let (item, mode) = self.items.front()?;
-        let bytes = item.bytes(*mode)?;
-        Some(&bytes[self.front_written.min(bytes.len())..])
+        unsent(&self.items, self.front_written).next()
     }
 
     /// Up to [`MAX_BATCH`] items' bytes, the front one without what was written already.
     fn slices(&self) -> Vec<IoSlice<'_>> {
-        self.front()
-            .into_iter()
-            .chain(
-                self.items
-                    .iter()
-                    .skip(1)
-                    .take(MAX_BATCH - 1)
-                    .filter_map(|(item, mode)| item.bytes(*mode)),
-            )
+        unsent(&self.items, self.front_written)
+            .take(MAX_BATCH)
             .map(IoSlice::new)
             .collect()
     }
@@ -187,6 +178,19 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// The bytes still to send of each item in `items`, whose front one had its first
+/// `front_written` bytes sent already.
+fn unsent(items: &VecDeque<Item>, front_written: usize) -> impl Iterator<Item = &[u8]> {
+    items
+        .iter()
+        .filter_map(|(item, mode)| item.bytes(*mode))
+        .enumerate()
+        .map(move |(i, bytes)| match i {
+            0 => &bytes[front_written.min(bytes.len())..],
+            _ => bytes,
+        })
 }
 
 #[derive(Debug)]
@@ -530,18 +534,8 @@ impl Writer {
                 }
                 continue;
             }
-            let (front, back) = batch.as_slices();
-            let mut slices: Vec<IoSlice<'_>> = front
-                .iter()
-                .chain(back)
-                .filter_map(|(item, mode)| item.bytes(*mode))
-                .enumerate()
-                .map(|(i, bytes)| match i {
-                    // `flush` sent the start of it already.
-                    0 => IoSlice::new(&bytes[skip.min(bytes.len())..]),
-                    _ => IoSlice::new(bytes),
-                })
-                .collect();
+            // `flush` may have sent the start of the front line already.
+            let mut slices: Vec<IoSlice<'_>> = unsent(&batch, skip).map(IoSlice::new).collect();
             let total: usize = slices.iter().map(|s| s.len()).sum();
             let mut remaining = &mut slices[..];
             while !remaining.is_empty() {
