@@ -247,7 +247,7 @@ impl RoomLog {
             HistoryDb::File(_) => {
                 let open = || -> anyhow::Result<Connection> {
                     let connection = Connection::open_with_flags(&path, flags)?;
-                    prepare_helper(&connection, config)?;
+                    prepare_any(&connection, config)?;
                     Ok(connection)
                 };
                 let reader = open().with_context(context)?;
@@ -475,12 +475,10 @@ fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Re
         // Nobody else can see an in-memory database: no locks to take per commit.
         connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     }
-    let sync = if config.sync_full { "FULL" } else { "NORMAL" };
-    connection.pragma_update(None, "synchronous", sync)?;
+    prepare_any(connection, config)?;
     // The writer only appends and deletes the oldest rows: a small page cache is enough,
     // and keeps the server's memory flat however long the log grows.
     connection.pragma_update(None, "cache_size", -1024)?;
-    connection.busy_timeout(Duration::from_secs(5))?;
     // One row per event, keyed by seq: the JSON line as users received it, its time (for
     // retention) and whether nc users saw it (renames they never did). No other index: an
     // insert stays one B-tree append, and retention finds its cut by seq (see `sweep`).
@@ -496,8 +494,9 @@ fn prepare_writer(connection: &Connection, config: &HistoryConfig) -> anyhow::Re
     Ok(())
 }
 
-/// Settings of the reader's and the checkpoint thread's connections.
-fn prepare_helper(connection: &Connection, config: &HistoryConfig) -> rusqlite::Result<()> {
+/// Settings of every connection to the log: the writer's, the reader's and the checkpoint
+/// thread's (a checkpoint syncs at the connection's level).
+fn prepare_any(connection: &Connection, config: &HistoryConfig) -> rusqlite::Result<()> {
     let sync = if config.sync_full { "FULL" } else { "NORMAL" };
     connection.pragma_update(None, "synchronous", sync)?;
     connection.busy_timeout(Duration::from_secs(5))?;
