@@ -34,4 +34,4 @@ pub mod tls;
 pub use auth::Password;
 pub use config::Config;
 pub use listener::{Server, run};
-pub use room_log::{HistoryConfig, HistoryDb};
+pub use room_log::{HistoryConfig, HistoryDb, RoomLog};

@@ -149,6 +149,11 @@ impl Server {
         })
     }
 
+    /// The room log (`None` in cluster mode), for [`RoomLog::backup`].
+    pub fn room_log(&self) -> Option<Arc<RoomLog>> {
+        self.log.clone()
+    }
+
     /// Also serves TLS connections on `listener`, with `certs` (reloadable: keep a clone of
     /// the `Arc` to call [`Certs::reload`]).
     pub fn with_tls(mut self, listener: TcpListener, certs: Arc<Certs>) -> Server {

@@ -1,5 +1,6 @@
 //! `chat-server`: flags, logging and signals around [`chat_server::run`]: SIGTERM and
-//! Ctrl-C shut down gracefully, SIGHUP reloads the TLS certificate and key.
+//! Ctrl-C shut down gracefully, SIGHUP reloads the TLS certificate and key, SIGUSR1 writes a
+//! backup of the room log.
 
 use anyhow::Context;
 use chat_protocol::limits;
@@ -261,11 +262,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Watched before the log says the server listens: a SIGHUP or SIGTERM sent as soon as
     // it does must find its handler, not end the process (their default action).
     #[cfg(unix)]
-    let (hangups, terminate) = {
+    let (hangups, terminate, backups) = {
         use tokio::signal::unix::{SignalKind, signal};
         (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
         )
     };
     match &config_cluster_id {
@@ -284,6 +286,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         #[cfg(unix)]
         hangups,
     ));
+    #[cfg(unix)]
+    tokio::spawn(backup_on_sigusr1(server.room_log(), backups));
     let server = tokio::spawn(server.run(listener, shutdown.clone()));
     shutdown.cancelled().await;
     // Every session says goodbye and flushes within its grace; don't wait on stragglers.
@@ -322,6 +326,45 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     drop(certs);
+}
+
+/// Writes a copy of the room log to `FILE.backup` beside it on every SIGUSR1 (the online
+/// backup: no other process can open the log while the server runs).
+#[cfg(unix)]
+async fn backup_on_sigusr1(
+    log: Option<Arc<chat_server::RoomLog>>,
+    signals: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let mut signals = match signals {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGUSR1; online backups are off");
+            return;
+        }
+    };
+    while signals.recv().await.is_some() {
+        let Some(log) = &log else {
+            tracing::info!(
+                "SIGUSR1: the room log is on Redis (--cluster); nothing to back up here"
+            );
+            continue;
+        };
+        let Some(to) = log.backup_path() else {
+            tracing::info!(
+                "SIGUSR1: the room log is in memory (--history-db :memory:); nothing to back up"
+            );
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match log.backup(to.clone()).await {
+            Ok(events) => tracing::info!(
+                "history backup written to {} ({events} events, {} ms)",
+                to.display(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) => tracing::error!("history backup to {} failed: {e:#}", to.display()),
+        }
+    }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

@@ -525,3 +525,50 @@ fn a_corrupt_or_unwritable_file_is_a_clear_start_up_error() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(stderr.contains("cannot open history database"), "{stderr}");
 }
+
+/// The online backup: SIGUSR1 writes `FILE.backup` while the room goes on, and a server
+/// started on that copy (the restore) serves the history it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_writes_a_backup_that_a_server_can_be_restored_from() {
+    let server = ServerProcess::start(&["--rate", "0"]);
+    let mut alice = server.connect().await;
+    let a = alice.addr.clone();
+    alice.skip_until(&said(&a, &a, "I am here")).await;
+    for i in 0..200 {
+        alice.send(&format!("before the backup {i}")).await;
+    }
+    alice
+        .skip_until(&said(&a, &a, "before the backup 199"))
+        .await;
+
+    server.signal("USR1");
+    let logged = server.wait_for_log("history backup written to");
+    assert!(logged.contains("history.sqlite3.backup"), "{logged}");
+    // The room goes on after it.
+    alice.send("after the backup").await;
+    alice.skip_until(&said(&a, &a, "after the backup")).await;
+
+    // The copy is a whole room log: a server starts on it and shows what it held.
+    let backup = server.dir.path().join("history.sqlite3.backup");
+    let backup = backup.to_str().expect("utf-8 path").to_string();
+    let restored = ServerProcess::start(&["--history-db", backup.as_str()]);
+    let mut bob = restored.connect().await;
+    let b = bob.addr.clone();
+    bob.skip_until(&said(&b, &b, "I am here")).await;
+    bob.send("history|3").await;
+    bob.expect("history:").await;
+    let mut block = Vec::new();
+    for _ in 0..3 {
+        let line = bob.line().await;
+        let (_, line) = line.split_once(' ').expect("ts and line");
+        block.push(line.to_string());
+    }
+    assert_eq!(
+        block,
+        vec![
+            said(&a, &a, "before the backup 198"),
+            said(&a, &a, "before the backup 199"),
+            said(&b, &b, "login"),
+        ]
+    );
+}
