@@ -16,6 +16,9 @@
 #   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base redis" bench/run-all.sh
 #     (chat-base: another build of chat-server, e.g. one from before the room log, run with
 #     the same flags but no --history-db; the caller builds it, see docs/BENCHMARKS.md)
+#   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat chat-base-log redis" ...
+#     (chat-base-log: that other build with its room log on disk like chat, a fresh file
+#     per run: before/after comparisons of a change to the log)
 #   CHAT_BASE_SERVER=/path/to/old/chat-server TARGETS="chat-cluster-base chat-cluster" ...
 #     (chat-cluster-base: the chat-cluster setup with that other build as the three nodes,
 #     for before/after comparisons of cluster mode within one session)
@@ -62,9 +65,9 @@ bench="$target_dir/release/chat-bench"
 chat_server="$target_dir/release/chat-server"
 go_server=""
 [[ " $TARGETS " == *" go "* ]] && go_server=$(bench/scripts/build-go-server.sh)
-if [[ " $TARGETS " == *" chat-base "* || " $TARGETS " == *" chat-cluster-base "* ]] &&
-    [[ ! -x "$CHAT_BASE_SERVER" ]]; then
-    echo "chat-base and chat-cluster-base need CHAT_BASE_SERVER=/path/to/chat-server" >&2
+if [[ " $TARGETS " == *" chat-base "* || " $TARGETS " == *" chat-base-log "* ||
+    " $TARGETS " == *" chat-cluster-base "* ]] && [[ ! -x "$CHAT_BASE_SERVER" ]]; then
+    echo "chat-base, chat-base-log and chat-cluster-base need CHAT_BASE_SERVER=/path/to/chat-server" >&2
     exit 1
 fi
 
@@ -76,7 +79,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     echo "- memory: $(free -h | awk '/^Mem:/ {print $2}'), kernel $(uname -r)"
     echo "- $(rustc --version)"
     [[ -n "$go_server" ]] && echo "- $(go version)"
-    [[ " $TARGETS " == *" chat-base "* || " $TARGETS " == *" chat-cluster-base "* ]] &&
+    [[ " $TARGETS " == *" chat-base"* || " $TARGETS " == *" chat-cluster-base "* ]] &&
         echo "- chat-base: $CHAT_BASE_SERVER ($("$CHAT_BASE_SERVER" --version))"
     command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3)"
     echo "- fd limit $(ulimit -n); chat-server args: --rate 0 --max-per-ip 0 --idle-timeout 10m (30s for idle-*) --history-db $out/history-RUN.sqlite3 (chat-mem: :memory:) $CHAT_SERVER_ARGS"
@@ -144,7 +147,7 @@ trap 'stop_server; remove_history_db' EXIT
 # Our server with its room log (chat-base may predate it).
 has_log() {
     [[ "$1" == chat || "$1" == chat-json || "$1" == chat-1t || "$1" == chat-mem ||
-        "$1" == chat-cluster || "$1" == chat-cluster-base ]]
+        "$1" == chat-base-log || "$1" == chat-cluster || "$1" == chat-cluster-base ]]
 }
 
 chat_only() {
@@ -220,6 +223,10 @@ start_server() {
             # shellcheck disable=SC2086
             "$chat_server" "${chat_args[@]}" --history-db :memory: $CHAT_SERVER_ARGS 2>"$2" &
             ;;
+        chat-base-log)
+            # shellcheck disable=SC2086
+            "$CHAT_BASE_SERVER" "${chat_args[@]}" --history-db "$history_db" $CHAT_SERVER_ARGS 2>"$2" &
+            ;;
         chat-base)
             history_db=""
             # shellcheck disable=SC2086
@@ -282,7 +289,7 @@ for row in $ROWS; do
             start_server "$target" "$log" "$row" "$row.$target.$rep"
             case "$target" in
                 chat-json) bench_target=(--target chat --json-mode) ;;
-                chat-1t | chat-mem | chat-base | chat-cluster | chat-cluster-base) bench_target=(--target chat) ;;
+                chat-1t | chat-mem | chat-base | chat-base-log | chat-cluster | chat-cluster-base) bench_target=(--target chat) ;;
                 *) bench_target=(--target "$target") ;;
             esac
             # shellcheck disable=SC2046
