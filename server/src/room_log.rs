@@ -22,7 +22,9 @@
 //! fsyncs, tens of milliseconds on a busy disk; SQLite's automatic checkpoint would run them
 //! inside a commit, in front of every delivery waiting for it. So automatic checkpoints are
 //! off, and a thread of its own runs passive checkpoints on a connection of its own while
-//! commits go on. A checkpoint cannot finish while commits keep adding to the WAL, and the
+//! commits go on, once a thousand commits or so have gathered (or 2 s have passed): a WAL
+//! folded in completely starts over at the next commit, which then fsyncs the WAL's new
+//! header, so folding often would put that fsync on the delivery path often. A checkpoint cannot finish while commits keep adding to the WAL, and the
 //! WAL only starts over once it has been folded in completely, so when the WAL passes
 //! [`WAL_HIGH_FRAMES`] the thread holds commits off for one short checkpoint of the rest: a
 //! brief pause every few thousand commits instead of a long one every thousand pages.
@@ -132,6 +134,9 @@ pub struct RoomLog {
     reader: Option<Mutex<Connection>>,
     /// The checkpoint thread (a file only); stopped and joined by [`RoomLog::close`].
     checkpoints: Mutex<Option<Checkpoints>>,
+    /// What was committed since the checkpoint thread last folded the WAL in: it folds
+    /// only once enough has gathered (see [`FOLD_AFTER_COMMITS`]).
+    unfolded: Arc<Unfolded>,
     config: HistoryConfig,
     /// Events appended and not yet committed, in seq order.
     appended: Mutex<Vec<Entry>>,
@@ -168,6 +173,13 @@ impl Drop for RoomLog {
     }
 }
 
+/// Commits and events not folded into the database yet, counted by the commit path.
+#[derive(Debug, Default)]
+struct Unfolded {
+    commits: AtomicU64,
+    events: AtomicU64,
+}
+
 /// The checkpoint thread, and the channel whose closing stops it.
 struct Checkpoints {
     stop: std::sync::mpsc::Sender<()>,
@@ -182,9 +194,19 @@ impl Checkpoints {
     }
 }
 
-/// How often the checkpoint thread folds the WAL into the database, if anything was
-/// committed since.
+/// How often the checkpoint thread looks whether to fold the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// Commits after which the WAL is folded in. A WAL folded in completely starts over at the
+/// next commit, and starting over fsyncs the WAL's new header inside that commit (SQLite's
+/// guard against out-of-order writes), in front of every delivery waiting for it: folding
+/// every tick under a trickle of lines meant four such fsyncs a second on the delivery
+/// path; after this many commits it is about one a second at 1,000 lines/s.
+const FOLD_AFTER_COMMITS: u64 = 1_024;
+/// Events after which the WAL is folded in, whatever the commits: large groups fill the WAL
+/// faster than their number says (a 200-byte line per event, this is some 400 pages).
+const FOLD_AFTER_EVENTS: u64 = 8_192;
+/// However few commits there were, what was committed is folded in this often.
+const FOLD_AT_LEAST_EVERY: Duration = Duration::from_secs(2);
 /// WAL size (pages) past which the checkpoint thread pauses commits for one checkpoint, so
 /// the WAL can start over: about 32 MB, every eight seconds of one commit per millisecond.
 pub const WAL_HIGH_FRAMES: i64 = 8_192;
@@ -245,6 +267,7 @@ impl RoomLog {
         prepare_writer(&connection, config).with_context(context)?;
         let last_seq = last_seq(&connection).with_context(context)?;
         let db = Arc::new(Mutex::new(connection));
+        let unfolded = Arc::new(Unfolded::default());
         let (reader, checkpoints) = match config.db {
             HistoryDb::Memory => (None, None),
             HistoryDb::File(_) => {
@@ -257,8 +280,9 @@ impl RoomLog {
                 reader
                     .pragma_update(None, "query_only", true)
                     .with_context(context)?;
-                let checkpoints = start_checkpoints(open().with_context(context)?, db.clone())
-                    .with_context(context)?;
+                let checkpoints =
+                    start_checkpoints(open().with_context(context)?, db.clone(), unfolded.clone())
+                        .with_context(context)?;
                 (Some(Mutex::new(reader)), Some(checkpoints))
             }
         };
@@ -268,6 +292,7 @@ impl RoomLog {
                 db,
                 reader,
                 checkpoints: Mutex::new(checkpoints),
+                unfolded,
                 config: config.clone(),
                 appended: Mutex::new(Vec::new()),
                 wake_commit: Notify::new(),
@@ -468,6 +493,10 @@ impl RoomLog {
             .history_commit_seconds
             .record(started.elapsed().as_secs_f64());
         metrics.history_events.increment(group.len() as u64);
+        self.unfolded.commits.fetch_add(1, Ordering::Relaxed);
+        self.unfolded
+            .events
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         self.committed.fetch_max(newest, Ordering::Release);
         self.commits.notify_one();
     }
@@ -598,19 +627,35 @@ fn prepare_any(connection: &Connection, config: &HistoryConfig) -> rusqlite::Res
 }
 
 /// Starts the checkpoint thread on its own connection `own`; `writer` is held only to
-/// keep commits off during the short checkpoint that lets the WAL start over.
+/// keep commits off during the short checkpoint that lets the WAL start over. It folds the
+/// WAL in once `unfolded` has gathered [`FOLD_AFTER_COMMITS`] commits or
+/// [`FOLD_AFTER_EVENTS`] events, and at least every [`FOLD_AT_LEAST_EVERY`] otherwise
+/// (retention's deletes, which it does not count, included).
 fn start_checkpoints(
     own: Connection,
     writer: Arc<Mutex<Connection>>,
+    unfolded: Arc<Unfolded>,
 ) -> std::io::Result<Checkpoints> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("room-log-checkpoints".into())
         .spawn(move || {
-            // A checkpoint every tick, until the log closes (and drops the sender).
+            let mut folded_at = std::time::Instant::now();
+            // Until the log closes (and drops the sender).
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_EVERY)
             {
+                let commits = unfolded.commits.load(Ordering::Relaxed);
+                let events = unfolded.events.load(Ordering::Relaxed);
+                if commits < FOLD_AFTER_COMMITS
+                    && events < FOLD_AFTER_EVENTS
+                    && folded_at.elapsed() < FOLD_AT_LEAST_EVERY
+                {
+                    continue;
+                }
+                unfolded.commits.fetch_sub(commits, Ordering::Relaxed);
+                unfolded.events.fetch_sub(events, Ordering::Relaxed);
+                folded_at = std::time::Instant::now();
                 if let Err(e) = checkpoint(&own, &writer) {
                     tracing::warn!(error = %e, "room log checkpoint failed; retrying later");
                 }
@@ -874,6 +919,78 @@ mod tests {
 
     /// A log whose every event is its own commit, as in a room that trickles: the WAL
     /// must still be folded into the database and start over, not grow for ever.
+    /// How many times the WAL started over: the WAL header's checkpoint sequence number
+    /// (bytes 12..16, big-endian); 0 without a WAL.
+    fn wal_restarts(wal: &std::path::Path) -> u32 {
+        use std::io::Read;
+        let mut header = [0u8; 16];
+        std::fs::File::open(wal)
+            .and_then(|mut file| file.read_exact(&mut header))
+            .map_or(0, |()| {
+                u32::from_be_bytes([header[12], header[13], header[14], header[15]])
+            })
+    }
+
+    /// Appends one chat line as event `seq` and waits until it is committed.
+    async fn commit_line(log: &RoomLog, seq: u64) {
+        let line = Rendered::new(ServerEvent::Chat {
+            addr: "127.0.0.1:1".into(),
+            name: "alice".into(),
+            text: format!("line {seq}"),
+            stamp: Some(Stamp {
+                seq,
+                ts: format_ts(now_ms()),
+            }),
+        });
+        log.append(Entry {
+            seq,
+            ts_ms: now_ms(),
+            line,
+        });
+        while log.committed_now() < seq {
+            tokio::time::timeout(Duration::from_secs(10), log.committed())
+                .await
+                .expect("the commit happens");
+        }
+    }
+
+    /// A trickle of lines (one commit each) is folded in within [`FOLD_AT_LEAST_EVERY`],
+    /// but not every tick: each time the WAL starts over, the commit that starts it
+    /// fsyncs its header on the delivery path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trickle_of_lines_is_folded_in_every_few_seconds_not_every_tick() {
+        let dir =
+            std::env::temp_dir().join(format!("chat-room-log-trickle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("history.sqlite3");
+        let wal = dir.join("history.sqlite3-wal");
+        let config = HistoryConfig {
+            db: HistoryDb::File(path.clone()),
+            ..HistoryConfig::default()
+        };
+        let log = RoomLog::open(&config).expect("open").into_log();
+        log.start();
+        // A line every 50 ms (a slow room) for 2.5 fold periods.
+        let started = std::time::Instant::now();
+        let mut seq = 0;
+        while started.elapsed() < FOLD_AT_LEAST_EVERY * 5 / 2 {
+            seq += 1;
+            commit_line(&log, seq).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let restarts = wal_restarts(&wal);
+        // Folded in (and started over) at least once; at most once per fold period, where
+        // folding every 250 ms tick would start it over about 20 times.
+        assert!(
+            (1..=3).contains(&restarts),
+            "the WAL started over {restarts} times under {seq} commits in {:?}",
+            started.elapsed()
+        );
+        log.close().await;
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_is_folded_in_and_starts_over_under_endless_commits() {
         let dir = std::env::temp_dir().join(format!("chat-room-log-{}", std::process::id()));
@@ -886,18 +1003,9 @@ mod tests {
         };
         let log = RoomLog::open(&config).expect("open").into_log();
         log.start();
-        // The WAL header's checkpoint sequence number (bytes 12..16, big-endian) counts the
-        // times the WAL started over. Each commit adds at least one page, so without the
-        // checkpoint thread's final checkpoint it never starts over under endless commits.
-        let restarts = || {
-            use std::io::Read;
-            let mut header = [0u8; 16];
-            std::fs::File::open(&wal)
-                .and_then(|mut file| file.read_exact(&mut header))
-                .map_or(0, |()| {
-                    u32::from_be_bytes([header[12], header[13], header[14], header[15]])
-                })
-        };
+        // Each commit adds at least one page, so without the checkpoint thread's final
+        // checkpoint the WAL never starts over under endless commits.
+        let restarts = || wal_restarts(&wal);
         // Committing until it has started over twice (checked every 1,000 commits, so the
         // test does not depend on how fast this machine commits), within a bound.
         let most = 16 * WAL_HIGH_FRAMES as u64;
@@ -910,25 +1018,7 @@ mod tests {
             );
             commits += 1_000;
             for seq in commits - 999..=commits {
-                let line = Rendered::new(ServerEvent::Chat {
-                    addr: "127.0.0.1:1".into(),
-                    name: "alice".into(),
-                    text: format!("line {seq}"),
-                    stamp: Some(Stamp {
-                        seq,
-                        ts: format_ts(now_ms()),
-                    }),
-                });
-                log.append(Entry {
-                    seq,
-                    ts_ms: now_ms(),
-                    line,
-                });
-                while log.committed_now() < seq {
-                    tokio::time::timeout(Duration::from_secs(10), log.committed())
-                        .await
-                        .expect("the commit happens");
-                }
+                commit_line(&log, seq).await;
             }
         }
         // Started over, the file is reused: it never grew far past the high-water mark.
