@@ -8,7 +8,7 @@
 //! connection it reconnects and goes on from there: an entry is never delivered twice
 //! (the hub skips seqs it has delivered) and none that Redis kept is skipped.
 
-use super::{Kind, Link, LogEntry, items, resp, text};
+use super::{Kind, Link, LogEntry, items, read_entry, resp, text};
 use crate::hub::Hub;
 use crate::room_log::format_ts;
 use chat_protocol::{LeaveReason, ServerEvent, Stamp};
@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Entries read at most per round trip.
-const BATCH: usize = 1024;
+/// Entries read at most per round trip. An entry is a run of up to 512 chat lines (one
+/// script call's), so this bounds a reply to some 140 MB even with every line at the
+/// longest (4 KiB), within the connection's bound on a reply.
+const BATCH: usize = 64;
 /// How long one `XREAD` blocks: also how soon the tail notices a stop.
 const BLOCK: Duration = Duration::from_millis(1000);
 
@@ -119,46 +121,21 @@ pub fn raw_entries(value: &redis::Value) -> Vec<RawEntry> {
         .collect()
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A log entry, or `None` for one this version cannot read (it is skipped, logged).
-pub fn log_entry(id: &str, fields: &[(String, String)]) -> Option<LogEntry> {
-    let seq = id.split('-').next()?.parse().ok()?;
-    if let Some(value) = field(fields, "e") {
-        let entry = LogEntry::unpack(seq, value.as_bytes(), |node| node.into());
-        if entry.is_none() {
-            tracing::warn!(seq, "unreadable room log entry; skipped");
-        }
-        return entry;
-    }
-    // Written by an earlier version: one field per part.
-    let get = |name| field(fields, name).unwrap_or_default().to_string();
-    let kind = match field(fields, "t")? {
-        "j" => Kind::Join,
-        "c" => Kind::Chat,
-        "r" => Kind::Rename,
-        "l" => Kind::Leave,
-        other => {
-            tracing::warn!(seq, kind = other, "unknown room log entry; skipped");
-            return None;
-        }
+/// The events of the log entry `id`, appended to `out`; the seq of its last event, or
+/// `None` (logged, nothing added) for an entry this version cannot read.
+pub fn log_entries(id: &str, fields: &[(String, String)], out: &mut Vec<LogEntry>) -> Option<u64> {
+    let first = id.split('-').next()?.parse().ok();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes())
     };
-    Some(LogEntry {
-        seq,
-        ts_ms: field(fields, "ts")?.parse().ok()?,
-        kind,
-        node: field(fields, "n")?.into(),
-        conn: field(fields, "c")?.parse().ok()?,
-        addr: get("a"),
-        name: get("m"),
-        x: get("x"),
-        sub: field(fields, "s").and_then(|s| s.parse().ok()).unwrap_or(0),
-    })
+    let last = first.and_then(|first| read_entry(first, field, |node| node.into(), out));
+    if last.is_none() {
+        tracing::warn!(id, "unreadable room log entry; skipped");
+    }
+    last
 }
 
 /// A leave reason as stored (its JSON name).
