@@ -296,11 +296,7 @@ async fn read_events(
             return Ok(read);
         }
         // As many entries as `want` needs at the events per entry seen so far.
-        let per_entry = if entries == 0 {
-            1
-        } else {
-            (read.counted / entries).max(1)
-        };
+        let per_entry = read.counted.checked_div(entries).unwrap_or(1).max(1);
         let count = (want - read.counted).div_ceil(per_entry).clamp(1, PAGE);
         let page = raw(con, command, key, &cursor, &end, count).await?;
         entries += page.len();

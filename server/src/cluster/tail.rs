@@ -23,6 +23,27 @@ const BATCH: usize = 64;
 /// How long one `XREAD` blocks: also how soon the tail notices a stop.
 const BLOCK: Duration = Duration::from_millis(1000);
 
+/// A pass of at least this many events means the node is busy: events arrive faster than
+/// it delivers them a few at a time.
+const BUSY: usize = 32;
+/// The longest the tail waits after a busy pass.
+const BUSY_PAUSE_MAX: Duration = Duration::from_millis(5);
+
+/// How long to wait before reading again after a pass that delivered `events`: nothing
+/// after a small pass (a quiet room's events go out as soon as they are read), and after a
+/// busy one 25 µs per event it delivered, at most [`BUSY_PAUSE_MAX`]. What the node costs
+/// under load is mostly its sends, one per recipient per pass whatever the pass holds
+/// (each a system call through the whole TCP stack): waiting lets the next pass gather
+/// more events, so a busy node sends fewer, larger writes (docs/BENCHMARKS.md, "Cluster").
+/// Its users then wait a few milliseconds more, when events already queue.
+fn busy_pause(events: usize) -> Option<Duration> {
+    (events >= BUSY).then(|| {
+        Duration::from_micros(25)
+            .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
+            .min(BUSY_PAUSE_MAX)
+    })
+}
+
 /// Reads until `stop`.
 pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
     let log_key = link.key("log");
@@ -82,8 +103,15 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
                 if let Some(id) = read.dm_last {
                     dm_last = id;
                 }
+                let events = read.log.len();
                 if !read.log.is_empty() || !read.dms.is_empty() {
                     hub.apply(read.log, read.dms);
+                }
+                if let Some(pause) = busy_pause(events) {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
             Err(e) => {
@@ -160,6 +188,36 @@ fn parse_reason(name: &str) -> LeaveReason {
 }
 
 impl LogEntry {
+    /// [`LogEntry::event`], taking the entry's texts instead of copying them.
+    pub fn into_event(self) -> ServerEvent {
+        let stamp = Some(Stamp {
+            seq: self.seq,
+            ts: format_ts(self.ts_ms),
+        });
+        let (addr, name, x) = (self.addr, self.name, self.x);
+        match self.kind {
+            Kind::Join => ServerEvent::Join { addr, name, stamp },
+            Kind::Chat => ServerEvent::Chat {
+                addr,
+                name,
+                text: x,
+                stamp,
+            },
+            Kind::Rename => ServerEvent::Rename {
+                addr,
+                old: name,
+                new: x,
+                stamp,
+            },
+            Kind::Leave => ServerEvent::Leave {
+                addr,
+                name,
+                reason: parse_reason(&x),
+                stamp,
+            },
+        }
+    }
+
     /// The event as users receive it: the same bytes on every node, live and in history.
     pub fn event(&self) -> ServerEvent {
         let stamp = Some(Stamp {
