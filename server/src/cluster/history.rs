@@ -242,6 +242,10 @@ struct Read {
 
 /// Entries read per round trip at most: an entry may hold a run of up to 512 events.
 const PAGE: usize = 512;
+/// Entries read by the first round trip of a read, before anything says how many events
+/// an entry holds here: a busy room's entries are runs of tens of lines, a quiet one's
+/// single events.
+const FIRST_PAGE: usize = 16;
 
 /// The events with seqs in `lo..=hi`, in `dir`'s order, read entry by entry until `want`
 /// are counted ([`Read::counted`]) or the range is exhausted. Whole entries are read, so
@@ -296,8 +300,12 @@ async fn read_events(
             return Ok(read);
         }
         // As many entries as `want` needs at the events per entry seen so far.
-        let per_entry = read.counted.checked_div(entries).unwrap_or(1).max(1);
-        let count = (want - read.counted).div_ceil(per_entry).clamp(1, PAGE);
+        let count = match read.counted.checked_div(entries) {
+            None => (want - read.counted).clamp(1, FIRST_PAGE),
+            Some(per_entry) => (want - read.counted)
+                .div_ceil(per_entry.max(1))
+                .clamp(1, PAGE),
+        };
         let page = raw(con, command, key, &cursor, &end, count).await?;
         entries += page.len();
         for (id, fields) in &page {
