@@ -23,21 +23,23 @@ const BATCH: usize = 64;
 /// How long one `XREAD` blocks: also how soon the tail notices a stop.
 const BLOCK: Duration = Duration::from_millis(1000);
 
-/// A pass of at least this many events means the node is busy: events arrive faster than
-/// it delivers them a few at a time.
+/// Two passes in a row of at least this many events mean the node is busy: events arrive
+/// faster than it delivers them a few at a time. (One such pass alone is a stall of the
+/// machine or of Redis catching up, after which a quiet room is quiet again.)
 const BUSY: usize = 32;
 /// The longest the tail waits after a busy pass.
 const BUSY_PAUSE_MAX: Duration = Duration::from_millis(5);
 
-/// How long to wait before reading again after a pass that delivered `events`: nothing
-/// after a small pass (a quiet room's events go out as soon as they are read), and after a
-/// busy one 25 µs per event it delivered, at most [`BUSY_PAUSE_MAX`]. What the node costs
+/// How long to wait before reading again after a pass that delivered `events`, the pass
+/// before it `before`: nothing unless both were busy (a quiet room's events go out as soon
+/// as they are read, and so do those gathered by one stall), and after busy passes 25 µs
+/// per event delivered, at most [`BUSY_PAUSE_MAX`]. What the node costs
 /// under load is mostly its sends, one per recipient per pass whatever the pass holds
 /// (each a system call through the whole TCP stack): waiting lets the next pass gather
 /// more events, so a busy node sends fewer, larger writes (docs/BENCHMARKS.md, "Cluster").
 /// Its users then wait a few milliseconds more, when events already queue.
-fn busy_pause(events: usize) -> Option<Duration> {
-    (events >= BUSY).then(|| {
+fn busy_pause(before: usize, events: usize) -> Option<Duration> {
+    (before >= BUSY && events >= BUSY).then(|| {
         Duration::from_micros(25)
             .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
             .min(BUSY_PAUSE_MAX)
@@ -54,6 +56,8 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
     let mut log_last = 0;
     let mut nodes = resp::NodeNames::default();
     let mut connection = None;
+    // Events delivered by the last pass.
+    let mut last_pass = 0;
     loop {
         if stop.is_cancelled() {
             return;
@@ -107,7 +111,8 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
                 if !read.log.is_empty() || !read.dms.is_empty() {
                     hub.apply(read.log, read.dms);
                 }
-                if let Some(pause) = busy_pause(events) {
+                let before = std::mem::replace(&mut last_pass, events);
+                if let Some(pause) = busy_pause(before, events) {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(pause) => {}
@@ -246,5 +251,24 @@ impl LogEntry {
                 stamp,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_pass_after_a_busy_pass_waits() {
+        assert_eq!(busy_pause(0, 1), None);
+        assert_eq!(
+            busy_pause(0, 500),
+            None,
+            "one big pass: a stall, not a busy room"
+        );
+        assert_eq!(busy_pause(500, 31), None);
+        assert_eq!(busy_pause(32, 32), Some(Duration::from_micros(800)));
+        assert_eq!(busy_pause(100, 100), Some(Duration::from_micros(2500)));
+        assert_eq!(busy_pause(100, usize::MAX), Some(BUSY_PAUSE_MAX));
     }
 }
