@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Entries read at most per round trip. An entry is a run of up to 512 chat lines (one
-/// script call's), so this bounds a reply to some 140 MB even with every line at the
-/// longest (4 KiB), within the connection's bound on a reply.
+/// Entries read at most per round trip. An entry may be a run of up to 512 chat lines
+/// (one script call's, cut at 1 MiB of text by the driver), so this bounds a reply to
+/// some 70 MB whatever `--max-line-bytes` is, within the connection's bound on a reply.
 const BATCH: usize = 64;
 /// How long one `XREAD` blocks: also how soon the tail notices a stop.
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -33,11 +33,11 @@ const BUSY_PAUSE_MAX: Duration = Duration::from_millis(5);
 /// How long to wait before reading again after a pass that delivered `events`, the pass
 /// before it `before`: nothing unless both were busy (a quiet room's events go out as soon
 /// as they are read, and so do those gathered by one stall), and after busy passes 25 µs
-/// per event delivered, at most [`BUSY_PAUSE_MAX`]. What the node costs
-/// under load is mostly its sends, one per recipient per pass whatever the pass holds
-/// (each a system call through the whole TCP stack): waiting lets the next pass gather
-/// more events, so a busy node sends fewer, larger writes (docs/BENCHMARKS.md, "Cluster").
-/// Its users then wait a few milliseconds more, when events already queue.
+/// per event delivered, at most [`BUSY_PAUSE_MAX`]. A third of what a busy node costs is
+/// its sends, one per recipient per pass whatever the pass holds (each a system call
+/// through the whole TCP stack): waiting lets the next pass gather more events, so a busy
+/// node sends fewer, larger writes (docs/BENCHMARKS.md, "Cluster"). Its users then wait a
+/// few milliseconds more, when events already queue.
 fn busy_pause(before: usize, events: usize) -> Option<Duration> {
     (before >= BUSY && events >= BUSY).then(|| {
         Duration::from_micros(25)
