@@ -606,3 +606,248 @@ async fn a_room_in_another_database_of_redis_works() {
     assert!(redis.command(&["EXISTS", "chat:log"]).starts_with(":0"));
     node.stop().await;
 }
+
+/// A run of chat lines as the chat script stores it (field `b`, id `FIRST-0`): `texts` from
+/// seq `first` on, sent by the `senders` (conn, addr, name) by turns.
+fn add_run(redis: &Redis, first: u64, ts: u128, senders: &[(u64, &str, &str)], texts: &[String]) {
+    let mut value = format!("{ts}\ngone\n{}\n", senders.len());
+    for (conn, addr, name) in senders {
+        value += &format!("{conn}\n{addr}\n{name}\n");
+    }
+    for (i, text) in texts.iter().enumerate() {
+        let place = i % senders.len() + 1;
+        value += &format!("{place}\n{}\n{}\n{text}", 100 + i, text.len());
+    }
+    let id = format!("{first}-0");
+    let reply = redis.command(&["XADD", "chat:log", &id, "b", &value]);
+    assert!(reply.contains(&id), "{reply}");
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+}
+
+fn seqs_of(events: &[ServerEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e.stamp().map(|s| s.seq))
+        .collect()
+}
+
+/// A stream of every shape of entry: seqs 1..=2 one field per part (earlier versions), 3
+/// one field `e`, 4..=9 a run of six lines by two senders (one entry, id `4-0`), 10 `e`,
+/// 11..=13 a run of three, one of whose texts holds the runs' own separator.
+fn every_shape_of_entry(redis: &Redis) {
+    let now = now_ms();
+    for seq in 1..=2u64 {
+        let (id, ts, text) = (format!("{seq}-0"), now.to_string(), format!("line {seq}"));
+        redis.command(&[
+            "XADD",
+            "chat:log",
+            &id,
+            "ts",
+            &ts,
+            "t",
+            "c",
+            "n",
+            "gone",
+            "c",
+            "1",
+            "a",
+            "10.0.0.1:1",
+            "m",
+            "old",
+            "x",
+            &text,
+            "s",
+            "0",
+        ]);
+    }
+    let one = |seq: u64| {
+        let packed = format!("c\n{now}\ngone\n1\n10.0.0.1:1\nold\n0\nline {seq}");
+        redis.command(&["XADD", "chat:log", &format!("{seq}-0"), "e", &packed]);
+    };
+    one(3);
+    let two = [(1, "10.0.0.1:1", "old"), (2, "10.0.0.2:2", "bea")];
+    add_run(
+        redis,
+        4,
+        now,
+        &two,
+        &(4..=9).map(|s| format!("line {s}")).collect::<Vec<_>>(),
+    );
+    one(10);
+    let texts = vec![
+        "line 11".to_string(),
+        "line 12\n3\n1\n7\nnot a record".to_string(),
+        "line 13".to_string(),
+    ];
+    add_run(redis, 11, now, &two, &texts);
+    redis.command(&["SET", "chat:seq", "13"]);
+}
+
+/// History whose `after` or `before` falls inside a run of events stored as one stream
+/// entry: the same events, `more` and `gap` as if each event were an entry, from the stream
+/// and from the node's memory alike, byte for byte, across entries of every shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_inside_a_run_of_events_is_answered_event_by_event() {
+    let redis = Redis::start();
+    every_shape_of_entry(&redis);
+    // n0 answers from the stream, n1 from memory (filled from the stream as it starts).
+    let mut clients = Vec::new();
+    let mut nodes = Vec::new();
+    for (id, cache) in [
+        ("n0", 0),
+        ("n1", chat_server::cluster::recent::DEFAULT_CAPACITY),
+    ] {
+        let mut config = node_config(&redis, id, TIMEOUT);
+        if let Some(cluster) = &mut config.cluster {
+            cluster.history_cache = cache;
+        }
+        let node = chat_tests::TestServer::with_config(config).await;
+        let (client, welcome) = join_json(node.addr).await;
+        assert_eq!(
+            welcome,
+            14 + clients.len() as u64,
+            "joins follow the stream's 13"
+        );
+        clients.push(client);
+        nodes.push(node);
+    }
+    // Both nodes have delivered both joins (14 and 15) once n0's client has seen the second.
+    loop {
+        let line = clients[0].line().await;
+        if let Ok(ServerEvent::Join { stamp, .. }) = ServerEvent::parse_json(&line)
+            && stamp.is_some_and(|s| s.seq == 15)
+        {
+            break;
+        }
+    }
+    let mut answers = Vec::new();
+    for (node, client) in clients.iter_mut().enumerate() {
+        let mut lines = Vec::new();
+        for (query, want, want_more) in [
+            // `after` inside the first run, and right before it.
+            (history(None, Some(5), Some(2)), vec![6, 7], true),
+            (history(None, Some(3), Some(3)), vec![4, 5, 6], true),
+            // Across the end of a run, an `e` entry and into the next run.
+            (history(None, Some(8), Some(4)), vec![9, 10, 11, 12], true),
+            (history(None, Some(12), Some(10)), vec![13, 14, 15], false),
+            // `before` inside a run: its newer events are left out.
+            (history(Some(8), None, Some(3)), vec![5, 6, 7], true),
+            (history(Some(12), None, Some(20)), (1..=11).collect(), false),
+            (history(Some(6), None, Some(5)), vec![1, 2, 3, 4, 5], false),
+            (history(None, None, Some(3)), vec![13, 14, 15], true),
+        ] {
+            let (line, events, more, gap) = ask(client, &query).await;
+            assert_eq!(seqs_of(&events), want, "n{node}: {query:?}: {line}");
+            assert_eq!(more, want_more, "n{node}: {query:?}: {line}");
+            assert!(!gap, "n{node}: {query:?}: {line}");
+            lines.push(line);
+        }
+        // Each line's sender and text, as the run stored them.
+        let (_, events, _, _) = ask(client, &history(None, Some(3), Some(10))).await;
+        let said: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Chat { name, text, .. } => Some((name.clone(), text.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = (4..=9)
+            .map(|s| {
+                let name = if s % 2 == 0 { "old" } else { "bea" };
+                (name.to_string(), format!("line {s}"))
+            })
+            .collect();
+        expected.push(("old".into(), "line 10".into()));
+        expected.push(("old".into(), "line 11".into()));
+        // (A control character is shown as U+FFFD once parsed, as in any line.)
+        expected.push((
+            "bea".into(),
+            "line 12\u{FFFD}3\u{FFFD}1\u{FFFD}7\u{FFFD}not a record".into(),
+        ));
+        expected.push(("old".into(), "line 13".into()));
+        assert_eq!(said, expected, "n{node}");
+        answers.push(lines);
+    }
+    assert_eq!(answers[0], answers[1], "memory and stream answer alike");
+    stop_all(nodes).await;
+}
+
+/// `--history-max-events` counts events, not entries: the stream is trimmed up to the
+/// entry holding the oldest event to keep, so that entry stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_max_events_keeps_the_run_that_holds_the_oldest_kept_event() {
+    let redis = Redis::start();
+    // One entry per stream node: `~` trimming is exact.
+    redis.command(&["CONFIG", "SET", "stream-node-max-entries", "1"]);
+    let now = now_ms();
+    let one = [(1, "10.0.0.1:1", "old")];
+    // Seqs 1..=100 in runs of ten: ids 1-0, 11-0, ..., 91-0.
+    for run in 0..10u64 {
+        let first = run * 10 + 1;
+        let texts: Vec<String> = (first..first + 10).map(|s| format!("line {s}")).collect();
+        add_run(&redis, first, now, &one, &texts);
+    }
+    redis.command(&["SET", "chat:seq", "100"]);
+    let mut config = node_config(&redis, "n0", TIMEOUT);
+    config.history.max_events = 25;
+    let node = chat_tests::TestServer::with_config(config).await;
+    // Its join is seq 101: the newest 25 events are 77..=101, and 77 is in the run 71-0.
+    let (mut client, welcome) = join_json(node.addr).await;
+    assert_eq!(welcome, 101);
+    let first = redis.command(&["XRANGE", "chat:log", "-", "+", "COUNT", "1"]);
+    assert!(first.contains("71-0"), "{first}");
+    // 71-0, 81-0, 91-0 and the join, 101-0.
+    assert_eq!(redis.command(&["XLEN", "chat:log"]), ":4\r\n");
+    // Before 80: what the stream keeps of it, and the gap where it was trimmed.
+    let (line, events, more, gap) = ask(&mut client, &history(Some(80), None, Some(20))).await;
+    assert_eq!(seqs_of(&events), (71..80).collect::<Vec<_>>(), "{line}");
+    assert!(!more && gap, "{line}");
+    node.stop().await;
+}
+
+/// Retention by age over runs: a run's lines share one time, so the sweeper's cut falls
+/// between runs, at the first recent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_cuts_between_runs() {
+    let redis = Redis::start();
+    let now = now_ms();
+    let one = [(1, "10.0.0.1:1", "old")];
+    // Runs 1-0 and 11-0 an hour old, 21-0 and 31-0 a second old.
+    for run in 0..4u64 {
+        let first = run * 10 + 1;
+        let ts = if run < 2 {
+            now - 3_600_000
+        } else {
+            now - 1_000
+        };
+        let texts: Vec<String> = (first..first + 10).map(|s| format!("line {s}")).collect();
+        add_run(&redis, first, ts, &one, &texts);
+    }
+    redis.command(&["SET", "chat:seq", "40"]);
+    let mut config = node_config(&redis, "n0", Duration::from_millis(300));
+    config.history.retention = Duration::from_secs(600);
+    config.history.sweep_every = Duration::from_millis(50);
+    let node = chat_tests::TestServer::with_config(config).await;
+    let deadline = tokio::time::Instant::now() + STEP;
+    while redis.command(&["XLEN", "chat:log"]) != ":2\r\n" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not trimmed to 2 runs: {}",
+            redis.command(&["XLEN", "chat:log"])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = redis.command(&["XRANGE", "chat:log", "-", "+", "COUNT", "1"]);
+    assert!(first.contains("21-0"), "{first}");
+    let (mut client, _) = join_json(node.addr).await;
+    let (_, events, _, gap) = ask(&mut client, &history(None, Some(0), Some(5))).await;
+    assert!(gap);
+    assert_eq!(seqs_of(&events), (21..=25).collect::<Vec<_>>());
+    node.stop().await;
+}

@@ -40,6 +40,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Submissions sent in one pipeline at most.
 const MAX_BATCH: usize = 512;
+/// A run of chat lines becomes one stream entry: runs are cut before their text passes
+/// this, so that an entry, and a reply of the tail's 64 entries, stays bounded whatever
+/// `--max-line-bytes` is (a longer line is a run of its own).
+const RUN_BYTES: usize = 1 << 20;
 /// Entries of this node's DM stream read to settle direct messages in doubt: the whole
 /// stream (the DM script trims it to about 10,000).
 const DM_SCAN: usize = 20_000;
@@ -334,11 +338,11 @@ impl Driver {
         let mut cmd = evalsha(script, link);
         cmd.arg(&*link.node).arg(&self.fence);
         if let Op::Chat { .. } = first.op {
-            for submission in subs {
-                if let Op::Chat { conn, text } = &submission.op {
-                    cmd.arg(submission.sub).arg(conn).arg(text);
-                }
-            }
+            let run = ChatRun::new(subs);
+            cmd.arg(subs.last().map_or(first.sub, |s| s.sub))
+                .arg(run.senders)
+                .arg(run.lines)
+                .arg(run.records);
             return cmd;
         }
         cmd.arg(first.sub);
@@ -648,18 +652,76 @@ impl Driver {
 /// chat lines is one call, any other submission one call of its own.
 fn calls(batch: &[Submission]) -> Vec<std::ops::Range<usize>> {
     let mut calls: Vec<std::ops::Range<usize>> = Vec::new();
+    // The text bytes of the current run of chat lines.
+    let mut bytes = 0;
     for (i, submission) in batch.iter().enumerate() {
-        let chat = matches!(submission.op, Op::Chat { .. });
-        match calls.last_mut() {
-            Some(run) if chat && matches!(batch[run.start].op, Op::Chat { .. }) => run.end = i + 1,
-            _ => calls.push(i..i + 1),
+        let chat = match &submission.op {
+            Op::Chat { text, .. } => Some(text.len()),
+            _ => None,
+        };
+        match (calls.last_mut(), chat) {
+            (Some(run), Some(len))
+                if matches!(batch[run.start].op, Op::Chat { .. }) && bytes + len <= RUN_BYTES =>
+            {
+                run.end = i + 1;
+                bytes += len;
+            }
+            _ => {
+                calls.push(i..i + 1);
+                bytes = chat.unwrap_or(0);
+            }
         }
     }
     calls
 }
 
+/// A run of chat lines as `scripts::CHAT` takes it: the senders' connections
+/// (`CONN,CONN,...`), how many lines, and the lines as the run's stream entry stores them,
+/// `I\nSUB\nLEN\nTEXT` each (`I`: the sender's place in the list, from 1).
+struct ChatRun {
+    senders: String,
+    lines: usize,
+    records: Vec<u8>,
+}
+
+impl ChatRun {
+    fn new(subs: &[Submission]) -> ChatRun {
+        let mut conns: Vec<u64> = Vec::new();
+        let mut records = Vec::new();
+        let mut lines = 0;
+        for submission in subs {
+            let Op::Chat { conn, text } = &submission.op else {
+                continue;
+            };
+            let place = match conns.iter().position(|c| c == conn) {
+                Some(i) => i + 1,
+                None => {
+                    conns.push(*conn);
+                    conns.len()
+                }
+            };
+            lines += 1;
+            records.extend_from_slice(
+                format!("{place}\n{}\n{}\n", submission.sub, text.len()).as_bytes(),
+            );
+            records.extend_from_slice(text.as_bytes());
+        }
+        let senders = conns
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        ChatRun {
+            senders,
+            lines,
+            records,
+        }
+    }
+}
+
 /// How each submission of one script call came out, in order: a run of chat lines answers
-/// with a pair per line, or `-1` alone if the node was fenced (then none ran).
+/// with the seq before it and a flag per line, or `-1` alone if the node was fenced (then
+/// none ran).
 fn outcomes(subs: &[Submission], reply: &redis::Value) -> Vec<Outcome> {
     let [first, ..] = subs else {
         return Vec::new();
@@ -675,18 +737,30 @@ fn outcomes(subs: &[Submission], reply: &redis::Value) -> Vec<Outcome> {
             .collect();
     }
     let parts = items(reply);
-    if int(parts.first().copied()) == Some(-1) {
+    let before = int(parts.first().copied());
+    if before == Some(-1) {
         return subs.iter().map(|_| Outcome::Fenced).collect();
     }
+    let flags = text(parts.get(1).copied()).unwrap_or_default();
+    let (Some(before), true) = (before, flags.len() == subs.len()) else {
+        tracing::error!(reply = ?reply, lines = subs.len(), "the chat script's reply is not one flag per line");
+        return subs
+            .iter()
+            .map(|s| Outcome::Resolved(unavailable(s)))
+            .collect();
+    };
+    let mut seq = before.max(0) as u64;
     subs.iter()
-        .enumerate()
-        .map(|(i, submission)| {
-            let code = int(parts.get(2 * i).copied());
-            let after = int(parts.get(2 * i + 1).copied()).unwrap_or(0).max(0) as u64;
+        .zip(flags.bytes())
+        .map(|(submission, flag)| {
+            let logged = flag == b'1';
+            if logged {
+                seq += 1;
+            }
             Outcome::Resolved(Resolved {
                 sub: submission.sub,
-                after,
-                line: (code == Some(0)).then(not_in_room),
+                after: seq,
+                line: (!logged).then(not_in_room),
             })
         })
         .collect()
@@ -797,7 +871,7 @@ mod tests {
     fn a_refused_line_in_a_run_is_refused_alone() {
         let run = [chat(1, 1), chat(2, 2), chat(3, 1)];
         // The second sender is not in the room: its line is refused with the seq before it.
-        let reply = Value::Array([1, 10, 0, 10, 1, 11].into_iter().map(Value::Int).collect());
+        let reply = Value::Array(vec![Value::Int(9), Value::BulkString(b"101".to_vec())]);
         let got: Vec<(u64, u64, bool)> = outcomes(&run, &reply)
             .into_iter()
             .map(|o| match o {
@@ -806,6 +880,33 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(1, 10, false), (2, 10, true), (3, 11, false)]);
+    }
+
+    #[test]
+    fn a_run_goes_as_its_senders_and_its_records() {
+        let mut run = vec![chat(7, 3), chat(8, 5), chat(9, 3)];
+        if let Op::Chat { text, .. } = &mut run[1].op {
+            *text = "two\nlines".into();
+        }
+        let made = ChatRun::new(&run);
+        assert_eq!(made.senders, "3,5");
+        assert_eq!(made.lines, 3);
+        assert_eq!(
+            String::from_utf8(made.records).expect("utf-8"),
+            "1\n7\n6\nline 72\n8\n9\ntwo\nlines1\n9\n6\nline 9"
+        );
+    }
+
+    #[test]
+    fn a_reply_without_a_flag_per_line_refuses_the_run() {
+        let run = [chat(1, 1), chat(2, 1)];
+        let short = Value::Array(vec![Value::Int(9), Value::BulkString(b"1".to_vec())]);
+        for outcome in outcomes(&run, &short) {
+            assert!(matches!(
+                outcome,
+                Outcome::Resolved(Resolved { line: Some(_), .. })
+            ));
+        }
     }
 
     #[test]

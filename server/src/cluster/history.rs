@@ -2,10 +2,15 @@
 //! as a single node gives from its SQLite log, on whichever node the client asks.
 //!
 //! Most questions are answered from the node's memory of the recent log
-//! ([`recent`](super::recent)); the others read the stream. Stream entry ids are `SEQ-0`,
-//! so `after SEQ` is an `XRANGE` from `SEQ+1` and `before` an `XREVRANGE`. Seqs in the
-//! stream are consecutive except where retention trimmed the front or Redis lost data;
-//! either shows as `gap`.
+//! ([`recent`](super::recent)); the others read the stream. A stream entry holds one event
+//! or a run of consecutive ones, its id `FIRST-0` the seq of its first ([`read_entry`]):
+//! `after SEQ` starts at the entry holding `SEQ+1` (the newest whose id is not above it,
+//! `XREVRANGE ... COUNT 1`) and goes on with `XRANGE` after it; `before` is an `XREVRANGE`
+//! whose first entry may hold newer events than asked for, left out. Seqs in the stream
+//! are consecutive except where retention trimmed the front or Redis lost data; either
+//! shows as `gap`.
+//!
+//! [`read_entry`]: super::read_entry
 //!
 //! Reads of the stream take turns: at most [`CONCURRENCY`] per node are in flight on the
 //! history connection, and the others wait in line (up to [`QUEUE_WAIT`]) instead of
@@ -14,8 +19,9 @@
 //! response timeout, and a reconnect storm was refused as `unavailable`.
 
 use super::Link;
+use super::LogEntry;
 use super::recent::Batch;
-use super::tail::{log_entry, raw_entries};
+use super::tail::{log_entries, raw_entries};
 use crate::outbox::Rendered;
 use crate::room_log::{Answer, Query};
 use chat_protocol::ServerEvent;
@@ -72,17 +78,21 @@ pub async fn warm(link: &Link, seq: u64) {
         return;
     };
     let key = link.key("log");
-    let top = format!("{seq}-0");
-    let read = entries(&mut con, "XREVRANGE", &key, &top, "-", capacity);
+    let read = read_events(&mut con, &key, Dir::Down, 1, seq, capacity);
     // Bounded well within the node timeout: the driver does not heartbeat yet.
     let bound = link.config.node_timeout / 3;
     let read = tokio::time::timeout(bound, read)
         .await
         .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "timed out").into()));
     match read {
-        Ok((newest_first, sent)) => {
-            // Counted as Redis sent them: an entry this version cannot read still exists.
-            let complete = sent < capacity;
+        Ok(Read {
+            events: newest_first,
+            exhausted,
+            ..
+        }) => {
+            // Nothing older in the stream, readable or not (the ring checks that it kept
+            // all of these).
+            let complete = exhausted;
             let mut older = Batch::with_capacity(newest_first.len());
             for entry in newest_first.iter().rev() {
                 older.stage(entry);
@@ -116,27 +126,24 @@ pub async fn query(
     // `sent`: the entries Redis sent, readable or not, which say whether more exist. An
     // unreadable entry thus counts towards `more` (at worst one more page, empty), where
     // counting only what was read could end a client's paging short of older events.
-    let (mut rows, sent): (Vec<(u64, ServerEvent)>, usize) = if ascending {
+    let read = if ascending {
         if from >= bound {
-            (Vec::new(), 0)
+            Read::default()
         } else {
-            range(
-                con,
-                "XRANGE",
-                log_key,
-                &format!("{}-0", from + 1),
-                &format!("{bound}-0"),
-                fetch,
-            )
-            .await?
+            read_events(con, log_key, Dir::Up, from + 1, bound, fetch).await?
         }
     } else if from == 0 {
-        (Vec::new(), 0)
+        Read::default()
     } else {
-        range(con, "XREVRANGE", log_key, &format!("{from}-0"), "-", fetch).await?
+        read_events(con, log_key, Dir::Down, 1, from, fetch).await?
     };
-    let more = sent > limit as usize;
-    rows.truncate(limit as usize);
+    let more = read.counted > limit as usize;
+    let mut rows: Vec<(u64, ServerEvent)> = read
+        .events
+        .into_iter()
+        .take(limit as usize)
+        .map(|entry| (entry.seq, entry.event()))
+        .collect();
     if !ascending {
         rows.reverse();
     }
@@ -174,22 +181,22 @@ async fn plain(
     let mut lines: Vec<(i64, String)> = Vec::new();
     let mut top = bound;
     while lines.len() < limit as usize && top > 0 {
-        let (page, sent) = range(con, "XREVRANGE", log_key, &format!("{top}-0"), "-", 200).await?;
-        let Some((oldest, _)) = page.last() else {
+        let page = read_events(con, log_key, Dir::Down, 1, top, 200).await?;
+        let Some(oldest) = page.events.last() else {
             break;
         };
-        top = oldest.saturating_sub(1);
-        let done = sent < 200;
-        for (_, event) in page {
+        top = oldest.seq.saturating_sub(1);
+        for entry in page.events {
             if lines.len() == limit as usize {
                 break;
             }
+            let event = entry.event();
             let ts = event.stamp().map(|s| s.ts.clone()).unwrap_or_default();
             if let Some(text) = event.to_plain() {
                 lines.push((0, format!("{} {text}", seconds(&ts))));
             }
         }
-        if done {
+        if page.exhausted {
             break;
         }
     }
@@ -210,34 +217,119 @@ pub(super) fn seconds(ts: &str) -> String {
     }
 }
 
-async fn range(
-    con: &mut MultiplexedConnection,
-    command: &str,
-    key: &str,
-    start: &str,
-    end: &str,
-    count: usize,
-) -> redis::RedisResult<(Vec<(u64, ServerEvent)>, usize)> {
-    let (entries, sent) = entries(con, command, key, start, end, count).await?;
-    Ok((
-        entries
-            .into_iter()
-            .map(|entry| (entry.seq, entry.event()))
-            .collect(),
-        sent,
-    ))
+/// Which way a read of the stream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Ascending seqs (`XRANGE`).
+    Up,
+    /// Descending seqs (`XREVRANGE`).
+    Down,
 }
 
-/// The log entries of an `XRANGE` or `XREVRANGE`, in its order (those this version cannot
-/// read left out), and how many entries Redis sent.
-async fn entries(
+/// What [`read_events`] found.
+#[derive(Debug, Default)]
+struct Read {
+    /// The events, in the order read.
+    events: Vec<LogEntry>,
+    /// The events read, plus one for each entry in the range this version cannot read: an
+    /// unreadable entry still exists, and counts towards `more` (at worst one more page,
+    /// empty), where counting only what was read could end a client's paging short of
+    /// older events.
+    counted: usize,
+    /// The stream holds nothing more in the range.
+    exhausted: bool,
+}
+
+/// Entries read per round trip at most: an entry may hold a run of up to 512 events.
+const PAGE: usize = 512;
+/// Entries read by the first round trip of a read, before anything says how many events
+/// an entry holds here: a busy room's entries are runs of tens of lines, a quiet one's
+/// single events.
+const FIRST_PAGE: usize = 16;
+
+/// The events with seqs in `lo..=hi`, in `dir`'s order, read entry by entry until `want`
+/// are counted ([`Read::counted`]) or the range is exhausted. Whole entries are read, so
+/// there may be more than `want`.
+async fn read_events(
+    con: &mut MultiplexedConnection,
+    key: &str,
+    dir: Dir,
+    lo: u64,
+    hi: u64,
+    want: usize,
+) -> redis::RedisResult<Read> {
+    let mut read = Read::default();
+    if lo > hi {
+        read.exhausted = true;
+        return Ok(read);
+    }
+    let take = |read: &mut Read, id: &str, fields: &[(String, String)]| {
+        let mut events = Vec::new();
+        if log_entries(id, fields, &mut events).is_none() {
+            let first = id.split('-').next().and_then(|s| s.parse::<u64>().ok());
+            if first.is_some_and(|first| (lo..=hi).contains(&first)) {
+                read.counted += 1;
+            }
+            return;
+        }
+        events.retain(|e| (lo..=hi).contains(&e.seq));
+        if dir == Dir::Down {
+            events.reverse();
+        }
+        read.counted += events.len();
+        read.events.append(&mut events);
+    };
+    let (command, mut cursor, end) = match dir {
+        Dir::Up => {
+            // The entry holding `lo` may start before it.
+            let holder = raw(con, "XREVRANGE", key, &format!("{lo}-0"), "-", 1).await?;
+            let cursor = match holder.first() {
+                Some((id, fields)) => {
+                    take(&mut read, id, fields);
+                    format!("({id}")
+                }
+                None => format!("{lo}-0"),
+            };
+            ("XRANGE", cursor, format!("{hi}-0"))
+        }
+        Dir::Down => ("XREVRANGE", format!("{hi}-0"), "-".to_string()),
+    };
+    let mut entries = 0;
+    loop {
+        if read.counted >= want {
+            return Ok(read);
+        }
+        // As many entries as `want` needs at the events per entry seen so far.
+        let count = match read.counted.checked_div(entries) {
+            None => (want - read.counted).clamp(1, FIRST_PAGE),
+            Some(per_entry) => (want - read.counted)
+                .div_ceil(per_entry.max(1))
+                .clamp(1, PAGE),
+        };
+        let page = raw(con, command, key, &cursor, &end, count).await?;
+        entries += page.len();
+        for (id, fields) in &page {
+            take(&mut read, id, fields);
+        }
+        match page.last() {
+            Some((id, _)) if page.len() == count => cursor = format!("({id}"),
+            _ => {
+                read.exhausted = true;
+                return Ok(read);
+            }
+        }
+    }
+}
+
+/// The raw entries of an `XRANGE` or `XREVRANGE`, in its order.
+async fn raw(
     con: &mut MultiplexedConnection,
     command: &str,
     key: &str,
     start: &str,
     end: &str,
     count: usize,
-) -> redis::RedisResult<(Vec<super::LogEntry>, usize)> {
+) -> redis::RedisResult<Vec<super::tail::RawEntry>> {
     let value: redis::Value = redis::cmd(command)
         .arg(key)
         .arg(start)
@@ -246,10 +338,5 @@ async fn entries(
         .arg(count)
         .query_async(con)
         .await?;
-    let raw = raw_entries(&value);
-    let read = raw
-        .iter()
-        .filter_map(|(id, fields)| log_entry(id, fields))
-        .collect();
-    Ok((read, raw.len()))
+    Ok(raw_entries(&value))
 }

@@ -185,6 +185,119 @@ impl LogEntry {
     }
 }
 
+/// Reads one stream entry's events into `out`, whatever its shape (see `scripts.rs`): a
+/// run of events (field `b`), one event (field `e`), or one event written by an earlier
+/// version (one field per part, looked up by `field`). `first` is the seq of the entry's
+/// id. Returns the seq of its last event, or `None`, with nothing added, if it is not an
+/// entry this version can read: all of it or nothing, never part of a run.
+pub fn read_entry<'a>(
+    first: u64,
+    field: impl Fn(&str) -> Option<&'a [u8]>,
+    mut node: impl FnMut(&str) -> Arc<str>,
+    out: &mut Vec<LogEntry>,
+) -> Option<u64> {
+    if let Some(run) = field("b") {
+        return LogEntry::unpack_run(first, run, node, out);
+    }
+    if let Some(value) = field("e") {
+        let entry = LogEntry::unpack(first, value, node)?;
+        out.push(entry);
+        return Some(first);
+    }
+    // Written by an earlier version: one field per part.
+    let str = |name| std::str::from_utf8(field(name)?).ok();
+    let string = |name| str(name).unwrap_or_default().to_string();
+    out.push(LogEntry {
+        seq: first,
+        kind: Kind::from_tag(str("t")?)?,
+        ts_ms: str("ts")?.parse().ok()?,
+        node: node(str("n")?),
+        conn: str("c")?.parse().ok()?,
+        addr: string("a"),
+        name: string("m"),
+        x: string("x"),
+        sub: str("s").and_then(|s| s.parse().ok()).unwrap_or(0),
+    });
+    Some(first)
+}
+
+/// The text up to the next `\n`, and what follows it.
+fn line(rest: &[u8]) -> Option<(&str, &[u8])> {
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    Some((std::str::from_utf8(&rest[..end]).ok()?, &rest[end + 1..]))
+}
+
+impl LogEntry {
+    /// A run of chat lines written as one entry (field `b`, see `scripts.rs`):
+    /// `TS\nNODE\nN\n`, `N` senders `CONN\nADDR\nNAME\n`, then per line
+    /// `I\nSUB\nLEN\nTEXT`, their seqs `first`, `first + 1`, ... Appends them to `out` and
+    /// returns the last seq, or `None` with `out` as it was if any part of the run is not
+    /// that.
+    pub fn unpack_run(
+        first: u64,
+        value: &[u8],
+        node: impl FnOnce(&str) -> Arc<str>,
+        out: &mut Vec<LogEntry>,
+    ) -> Option<u64> {
+        let start = out.len();
+        let last = Self::unpack_run_into(first, value, node, out);
+        if last.is_none() {
+            out.truncate(start);
+        }
+        last
+    }
+
+    fn unpack_run_into(
+        first: u64,
+        value: &[u8],
+        node: impl FnOnce(&str) -> Arc<str>,
+        out: &mut Vec<LogEntry>,
+    ) -> Option<u64> {
+        let (ts, rest) = line(value)?;
+        let ts_ms = ts.parse().ok()?;
+        let (name, rest) = line(rest)?;
+        let node = node(name);
+        let (count, mut rest) = line(rest)?;
+        let count: usize = count.parse().ok()?;
+        // Bounded: the count is the entry's word, not yet checked against its bytes.
+        let mut senders = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let (conn, r) = line(rest)?;
+            let (addr, r) = line(r)?;
+            let (name, r) = line(r)?;
+            rest = r;
+            // A sender whose lines were all refused is listed empty.
+            senders.push((conn.parse::<u64>().ok(), addr, name));
+        }
+        let mut seq = first;
+        let mut last = None;
+        while !rest.is_empty() {
+            let (i, r) = line(rest)?;
+            let (sub, r) = line(r)?;
+            let (len, r) = line(r)?;
+            let len: usize = len.parse().ok()?;
+            let text = std::str::from_utf8(r.get(..len)?).ok()?;
+            rest = &r[len..];
+            let i: usize = i.parse().ok()?;
+            let &(conn, addr, name) = senders.get(i.checked_sub(1)?)?;
+            out.push(LogEntry {
+                seq,
+                ts_ms,
+                kind: Kind::Chat,
+                node: node.clone(),
+                conn: conn?,
+                addr: addr.to_string(),
+                name: name.to_string(),
+                x: text.to_string(),
+                sub: sub.parse().ok()?,
+            });
+            last = Some(seq);
+            seq = seq.checked_add(1)?;
+        }
+        last
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Join,
@@ -442,5 +555,91 @@ mod url_tests {
             "redis://chat@host:6379"
         );
         assert_eq!(redact_password("not a url"), "not a url");
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    fn node(name: &str) -> Arc<str> {
+        name.into()
+    }
+
+    fn run(records: &str) -> String {
+        format!("1700000000123\nn2\n3\n4\n10.0.0.1:5\nalice\n\n\n\n9\n10.0.0.2:6\nbob\n{records}")
+    }
+
+    #[test]
+    fn a_run_is_its_events_with_consecutive_seqs() {
+        // Two lines by alice, one by bob; the second sender (refused) is listed empty. A
+        // text is taken by its length, separators and all.
+        let value = run("1\n21\n5\nhello3\n22\n10\nhi\n1\n2\n3\n01\n23\n0\n");
+        let mut out = vec![];
+        let last = LogEntry::unpack_run(40, value.as_bytes(), node, &mut out);
+        assert_eq!(last, Some(42));
+        let got: Vec<_> = out
+            .iter()
+            .map(|e| (e.seq, e.conn, e.name.as_str(), e.x.as_str(), e.sub, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (40, 4, "alice", "hello", 21, Kind::Chat),
+                (41, 9, "bob", "hi\n1\n2\n3\n0", 22, Kind::Chat),
+                (42, 4, "alice", "", 23, Kind::Chat),
+            ]
+        );
+        assert!(
+            out.iter()
+                .all(|e| e.ts_ms == 1700000000123 && &*e.node == "n2")
+        );
+        assert_eq!(out[1].addr, "10.0.0.2:6");
+    }
+
+    #[test]
+    fn a_malformed_run_is_refused_whole() {
+        let good = "1\n21\n5\nhello";
+        for bad in [
+            // A text longer than what is left.
+            format!("{good}1\n22\n99\nshort"),
+            // No such sender, place 0, the refused (empty) sender, not a number.
+            format!("{good}4\n22\n1\nx"),
+            format!("{good}0\n22\n1\nx"),
+            format!("{good}2\n22\n1\nx"),
+            format!("{good}x\n22\n1\nx"),
+            // A record cut short.
+            format!("{good}1\n22\n"),
+            // Nothing but the senders.
+            String::new(),
+        ] {
+            let mut out = vec![];
+            let value = run(&bad);
+            assert_eq!(
+                LogEntry::unpack_run(1, value.as_bytes(), node, &mut out),
+                None,
+                "{bad:?}"
+            );
+            assert!(out.is_empty(), "{bad:?}: nothing of a bad run is kept");
+        }
+        // A bad header, a text that is not UTF-8, more senders than there are.
+        for value in [
+            b"soon\nn2\n1\n4\na\nm\n1\n1\n1\nx".to_vec(),
+            b"1\nn2\n1\n4\na\nm\n1\n1\n1\n\xff".to_vec(),
+            b"1\nn2\n5\n4\na\nm\n".to_vec(),
+            b"1\nn2\n18446744073709551615\n".to_vec(),
+        ] {
+            let mut out = vec![];
+            assert_eq!(LogEntry::unpack_run(1, &value, node, &mut out), None);
+            assert!(out.is_empty());
+        }
+        // Seqs never wrap.
+        let mut out = vec![];
+        let value = run("1\n21\n1\na1\n22\n1\nb");
+        assert_eq!(
+            LogEntry::unpack_run(u64::MAX, value.as_bytes(), node, &mut out),
+            None
+        );
+        assert!(out.is_empty());
     }
 }

@@ -12,7 +12,7 @@
 //! Nothing read from Redis is trusted to be well formed: a malformed reply is an error
 //! (the tail reconnects), a malformed entry is skipped, and nothing here panics on it.
 
-use super::{DmEntry, Kind, LogEntry};
+use super::{DmEntry, LogEntry, read_entry};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -404,15 +404,20 @@ fn parse_xread(buf: &[u8], log_key: &[u8], nodes: &mut NodeNames) -> Option<Read
                 raw.set(is_log, name, value);
             }
             if is_log {
-                if let Some(seq) = id_seq(id) {
-                    read.log_last = Some(seq);
-                }
-                match raw.log_entry(id, nodes) {
-                    Some(entry) => read.log.push(entry),
-                    None => tracing::warn!(
-                        id = %String::from_utf8_lossy(id),
-                        "unreadable room log entry; skipped"
-                    ),
+                // An entry it cannot read still moves the cursor past its id; one it
+                // reads, past its last event.
+                let first = id_seq(id);
+                match first.and_then(|first| raw.log_entries(first, nodes, &mut read.log)) {
+                    Some(last) => read.log_last = Some(last),
+                    None => {
+                        if first.is_some() {
+                            read.log_last = first;
+                        }
+                        tracing::warn!(
+                            id = %String::from_utf8_lossy(id),
+                            "unreadable room log entry; skipped"
+                        );
+                    }
                 }
             } else {
                 if let Some(dm) = raw.dm_entry() {
@@ -435,19 +440,19 @@ fn id_seq(id: &[u8]) -> Option<u64> {
 /// An entry's fields as borrowed from the reply (see `scripts.rs` for their names).
 #[derive(Default)]
 struct RawFields<'a> {
-    f: [Option<&'a [u8]>; 9],
+    f: [Option<&'a [u8]>; 10],
 }
 
 /// The fields an entry keeps, by position in [`RawFields`].
-/// `e` is the whole event in one field, as written now; the others are the fields of
+/// `b` is a run of events and `e` one event, as written now; the others are the fields of
 /// entries written by earlier versions.
-const LOG_FIELDS: [&[u8]; 9] = [b"e", b"t", b"ts", b"n", b"c", b"a", b"m", b"x", b"s"];
-const DM_FIELDS: [&[u8]; 7] = [b"tc", b"fa", b"fm", b"ta", b"tm", b"x", b"after"];
+const LOG_FIELDS: [&str; 10] = ["b", "e", "t", "ts", "n", "c", "a", "m", "x", "s"];
+const DM_FIELDS: [&str; 7] = ["tc", "fa", "fm", "ta", "tm", "x", "after"];
 
 impl<'a> RawFields<'a> {
     fn set(&mut self, log: bool, name: &[u8], value: &'a [u8]) {
-        let names: &[&[u8]] = if log { &LOG_FIELDS } else { &DM_FIELDS };
-        if let Some(i) = names.iter().position(|n| *n == name) {
+        let names: &[&str] = if log { &LOG_FIELDS } else { &DM_FIELDS };
+        if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
             self.f[i] = Some(value);
         }
     }
@@ -460,23 +465,18 @@ impl<'a> RawFields<'a> {
         self.f[i].map_or_else(String::new, |v| String::from_utf8_lossy(v).into_owned())
     }
 
-    fn log_entry(&self, id: &[u8], nodes: &mut NodeNames) -> Option<LogEntry> {
-        let id = std::str::from_utf8(id).ok()?;
-        let seq = id.split('-').next()?.parse().ok()?;
-        if let Some(value) = self.f[0] {
-            return LogEntry::unpack(seq, value, |node| nodes.get(node));
-        }
-        Some(LogEntry {
-            seq,
-            kind: Kind::from_tag(self.str(1)?)?,
-            ts_ms: self.str(2)?.parse().ok()?,
-            node: nodes.get(self.str(3)?),
-            conn: self.str(4)?.parse().ok()?,
-            addr: self.string(5),
-            name: self.string(6),
-            x: self.string(7),
-            sub: self.str(8).and_then(|s| s.parse().ok()).unwrap_or(0),
-        })
+    /// The entry's events, appended to `out` (see [`read_entry`]).
+    fn log_entries(
+        &self,
+        first: u64,
+        nodes: &mut NodeNames,
+        out: &mut Vec<LogEntry>,
+    ) -> Option<u64> {
+        let field = |name: &str| {
+            let i = LOG_FIELDS.iter().position(|n| *n == name)?;
+            self.f[i]
+        };
+        read_entry(first, field, |node| nodes.get(node), out)
     }
 
     fn dm_entry(&self) -> Option<DmEntry> {
@@ -495,6 +495,7 @@ impl<'a> RawFields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Kind;
 
     fn bulk(s: &str) -> String {
         format!("${}\r\n{s}\r\n", s.len())
@@ -533,6 +534,15 @@ mod tests {
             )],
         );
         let bad = entry("10-0", &[("e", "c\nnot a time\nn2\n5\na\nm\n1\nx")]);
+        // A run of three lines (seqs 11..=13), then a run cut short, skipped whole.
+        let run = entry(
+            "11-0",
+            &[(
+                "b",
+                "1700000000789\nn3\n1\n6\n10.0.0.3:1\ncarol\n1\n20\n1\na1\n21\n2\nbc1\n22\n0\n",
+            )],
+        );
+        let cut = entry("14-0", &[("b", "1\nn3\n1\n6\na\nm\n1\n23\n9\nshort")]);
         let dm = entry(
             "1700-0",
             &[
@@ -546,7 +556,7 @@ mod tests {
             ],
         );
         format!(
-            "*2\r\n*2\r\n{}*4\r\n{chat}{unknown}{packed}{bad}*2\r\n{}*1\r\n{dm}",
+            "*2\r\n*2\r\n{}*6\r\n{chat}{unknown}{packed}{bad}{run}{cut}*2\r\n{}*1\r\n{dm}",
             bulk("chat:log"),
             bulk("chat:dm:n1")
         )
@@ -563,13 +573,25 @@ mod tests {
         } = parse_xread(reply.as_bytes(), b"chat:log", &mut NodeNames::default()).expect("parsed");
         assert_eq!(
             log_last,
-            Some(10),
+            Some(14),
             "the unreadable last entry still moves the cursor past it"
         );
         assert_eq!(
             log.len(),
-            2,
-            "the unknown kind and the unreadable entry are skipped"
+            5,
+            "the unknown kind and the unreadable entries are skipped"
+        );
+        let run: Vec<_> = log[2..]
+            .iter()
+            .map(|e| (e.seq, e.x.as_str(), e.sub, &*e.node, e.name.as_str()))
+            .collect();
+        assert_eq!(
+            run,
+            vec![
+                (11, "a", 20, "n3", "carol"),
+                (12, "bc", 21, "n3", "carol"),
+                (13, "", 22, "n3", "carol")
+            ]
         );
         let e = &log[0];
         assert_eq!(
@@ -590,6 +612,19 @@ mod tests {
             (3, 7, "psst")
         );
         assert_eq!(last.as_deref(), Some("1700-0"));
+    }
+
+    #[test]
+    fn the_cursor_moves_past_a_whole_run() {
+        let run = entry(
+            "20-0",
+            &[("b", "1\nn3\n1\n6\na\nm\n1\n20\n1\na1\n21\n1\nb")],
+        );
+        let reply = format!("*1\r\n*2\r\n{}*1\r\n{run}", bulk("chat:log"));
+        let read =
+            parse_xread(reply.as_bytes(), b"chat:log", &mut NodeNames::default()).expect("parsed");
+        assert_eq!(read.log_last, Some(21), "past its last event, not its id");
+        assert_eq!(read.log.len(), 2);
     }
 
     #[test]

@@ -18,12 +18,30 @@
 //!   those they sent).
 //! - `P sweeper`: the sweeper's lock (it also trims the log by age).
 //!
-//! Stream entries (`P log`, id `SEQ-0`) have one field, `e`, whose value is the event's
-//! parts joined by `\n`: the kind (`j` join, `c` chat, `r` rename, `l` leave), `ts` (Redis
-//! time, ms), the node, the connection, the address, the name (the old name for a rename),
-//! the submission id (0 for the sweeper's), and last the text, the new name or the leave
-//! reason, which alone may contain anything. Entries written by earlier versions, one
-//! field per part (`t`, `ts`, `n`, `c`, `a`, `m`, `x`, `s`), are still read.
+//! Stream entries (`P log`) come in two shapes:
+//! - One event (joins, renames, leaves), id `SEQ-0`, one field `e` whose value is the
+//!   event's parts joined by `\n`: the kind (`j` join, `c` chat, `r` rename, `l` leave),
+//!   `ts` (Redis time, ms), the node, the connection, the address, the name (the old name
+//!   for a rename), the submission id (0 for the sweeper's), and last the text, the new
+//!   name or the leave reason, which alone may contain anything.
+//! - A run of chat lines (a node's lines sent in one script call), id `FIRST-0` where
+//!   `FIRST` is the first line's seq, the others following it one by one: one field `b`,
+//!   `TS\nNODE\nN\n`, then the run's `N` senders, `CONN\nADDR\nNAME\n` each, then per
+//!   line `I\nSUB\nLEN\nTEXT`: its sender's place in that list (from 1), its submission, and
+//!   its text, exactly `LEN` bytes. One entry per run instead of one per line: Redis's
+//!   `XADD` and every reader's share of `XREAD` are paid per entry, and every node reads
+//!   every entry. The node sends the lines' part as it will be stored, so that the script
+//!   touches no line one by one unless a sender is refused.
+//!
+//! Seqs are therefore consecutive across entries but an entry's id is only its first
+//! seq: whoever reads a range of seqs must start at the entry that holds the range's first
+//! seq (see `history.rs`). Entries written by earlier versions, `e` alone, or one field per
+//! part (`t`, `ts`, `n`, `c`, `a`, `m`, `x`, `s`), are still read.
+//!
+//! `--history-max-events` counts events, not entries: after each append the log is
+//! trimmed (`XTRIM MINID ~`) up to the entry that holds the newest event minus that
+//! many, so at least that many events stay (a little more: `~` trims whole nodes of the
+//! stream, and never an entry holding a kept event).
 
 /// Helpers every script starts with. `ARGV[1]` is always the key prefix and `ARGV[2]` the
 /// log's approximate maximum length (`0`: unbounded).
@@ -44,19 +62,26 @@ end
 local function packed(t, ts, node, conn, addr, name, sub, x)
   return t..'\n'..ts..'\n'..node..'\n'..conn..'\n'..addr..'\n'..name..'\n'..sub..'\n'..x
 end
--- The log's key and bound as strings, made once: a number passed to redis.call is
--- formatted again on every call.
-local LOG, BOUND = P..'log', ARGV[2]
-local function xadd(seq, value)
-  if MAXLEN > 0 then
-    redis.call('XADD', LOG, 'MAXLEN', '~', BOUND, seq..'-0', 'e', value)
-  else
-    redis.call('XADD', LOG, seq..'-0', 'e', value)
-  end
+local LOG = P..'log'
+-- Retention by count, in events (`--history-max-events`): entries older than the one that
+-- holds seq `last - MAXLEN + 1` go, whole stream nodes at a time (`~`). An entry's id is
+-- its first seq, so the entry holding that seq is the newest whose id is not above it.
+local function trim_count(last)
+  if MAXLEN <= 0 then return end
+  local keep = last - MAXLEN + 1
+  if keep <= 1 then return end
+  local at = redis.call('XREVRANGE', LOG, string.format('%d-0', keep), '-', 'COUNT', 1)[1]
+  if at then redis.call('XTRIM', LOG, 'MINID', '~', at[1]) end
+end
+-- An entry holding the events `first..last` (ids made with string.format: a Lua number
+-- turned into a string by `..` is formatted with `%.14g`, which costs more than it seems).
+local function xadd(first, last, field, value)
+  redis.call('XADD', LOG, string.format('%d-0', first), field, value)
+  trim_count(last)
 end
 local function append(t, node, conn, addr, name, sub, x)
   local seq = redis.call('INCR', P..'seq')
-  xadd(seq, packed(t, string.format('%d', now_ms()), node, conn, addr, name, sub, x))
+  xadd(seq, seq, 'e', packed(t, string.format('%d', now_ms()), node, conn, addr, name, sub, x))
   return seq
 end
 local function split(keys)
@@ -200,47 +225,69 @@ return {1, seq}
 "#;
 
 /// A run of chat lines, in the order they were sent, in one call: a pipeline's consecutive
-/// lines cost one script call, one fence check, one `TIME`, one `INCRBY` and one lookup per
-/// sender instead of all of that per line. Each line comes out as `1, seq` if logged, or
-/// `0, seq` if its sender is not in the room, with the newest seq logged before it (that
-/// line alone is refused, after the lines before it; the others are logged in order).
-/// Returns the pairs flattened, one per line, or `{-1}` if fenced (then nothing ran).
-/// ARGV: prefix, maxlen, node, fence, then per line: sub, conn, text.
+/// lines cost one script call, one fence check, one `TIME`, one `INCRBY`, one lookup per
+/// sender and one stream entry (field `b`, see above) instead of all of that per line.
+/// Returns `{SEQ, FLAGS}`: `SEQ` the newest seq before the run, `FLAGS` a `1` per line
+/// logged (seqs `SEQ+1`, `SEQ+2`, ... in order) or a `0` per line whose sender is not in
+/// the room (that line alone is refused, after the lines before it); or `{-1}` if fenced
+/// (then nothing ran).
+/// ARGV: prefix, maxlen, node, fence, the last line's sub, the senders' connections
+/// (`CONN,CONN,...`), the number of lines, and the lines as they are stored
+/// (`I\nSUB\nLEN\nTEXT` each, `I` the sender's place in the list, from 1).
 const CHAT: &str = r#"
-local node, fence = ARGV[3], ARGV[4]
+local node, fence, lines, run = ARGV[3], ARGV[4], tonumber(ARGV[7]), ARGV[8]
 if fenced(node, fence) then return {-1} end
-if #ARGV < 7 then return {} end
-local members, accepted = {}, 0
-for i = 5, #ARGV, 3 do
-  local conn = ARGV[i + 1]
-  if members[conn] == nil then
-    -- Checked before anything is written: a record without its address or name fails its
-    -- own line, never the run halfway (Redis keeps what a failing script wrote).
-    local m = member(node, conn)
-    if m and (type(m.a) ~= 'string' or type(m.m) ~= 'string') then m = nil end
-    members[conn] = m or false
+if not lines or lines < 1 or not run then return redis.error_reply('malformed run') end
+-- Per sender, its part of the entry (`CONN\nADDR\nNAME\n`), or false if it is not in the
+-- room. Checked before anything is written: a record without its address or name, or with
+-- a newline in them, fails its own lines, never the run halfway (Redis keeps what a failing
+-- script wrote) nor the entry.
+local senders, n, refused = {}, 0, false
+for conn in string.gmatch(ARGV[6], '[^,]+') do
+  n = n + 1
+  local m = member(node, conn)
+  if m and (type(m.a) ~= 'string' or type(m.m) ~= 'string'
+            or string.find(m.a, '\n', 1, true) or string.find(m.m, '\n', 1, true)) then
+    m = nil
   end
-  if members[conn] then accepted = accepted + 1 end
-end
-done(node, ARGV[#ARGV - 2])
-local out = {}
-local seq = counter()
-if accepted > 0 then seq = redis.call('INCRBY', P..'seq', accepted) - accepted end
-local ts = string.format('%d', now_ms())
-for i = 5, #ARGV, 3 do
-  local sub, conn, text = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local m = members[conn]
   if m then
-    seq = seq + 1
-    xadd(seq, packed('c', ts, node, conn, m.a, m.m, sub, text))
-    out[#out + 1] = 1
-    out[#out + 1] = seq
+    senders[n] = conn..'\n'..m.a..'\n'..m.m..'\n'
   else
-    out[#out + 1] = 0
-    out[#out + 1] = seq
+    senders[n] = false
+    refused = true
   end
 end
-return out
+local flags, accepted = string.rep('1', lines), lines
+if refused then
+  -- The refused senders' lines are left out of the entry, one by one.
+  local kept, marks, at = {}, {}, 1
+  accepted = 0
+  while at <= #run do
+    local i, len, text = string.match(run, '^(%d+)\n%d+\n(%d+)\n()', at)
+    if not i then return redis.error_reply('malformed run') end
+    local stop = text + tonumber(len)
+    if senders[tonumber(i)] then
+      kept[#kept + 1] = string.sub(run, at, stop - 1)
+      marks[#marks + 1] = '1'
+      accepted = accepted + 1
+    else
+      marks[#marks + 1] = '0'
+    end
+    at = stop
+  end
+  if #marks ~= lines then return redis.error_reply('malformed run') end
+  flags, run = table.concat(marks), table.concat(kept)
+end
+done(node, ARGV[5])
+local before = counter()
+if accepted > 0 then
+  local first = redis.call('INCRBY', P..'seq', accepted) - accepted + 1
+  local parts = {string.format('%d', now_ms()), '\n', node, '\n', string.format('%d', n), '\n'}
+  for i = 1, n do parts[#parts + 1] = senders[i] or '\n\n\n' end
+  parts[#parts + 1] = run
+  xadd(first, first + accepted - 1, 'b', table.concat(parts))
+end
+return {before, flags}
 "#;
 
 /// A rename: checks and claims every key of the new name, frees the old one's, logs it.
@@ -339,8 +386,9 @@ return swept
 
 /// Retention by age (`--history-retention`), by the sweeper under its lock: trims the log
 /// up to the first entry whose `ts` is at or after Redis's time minus the retention, found
-/// by binary search over seq (entry ids are `SEQ-0`, and times grow with seqs: both are
-/// taken in one script at a time on this Redis). Returns how many entries it trimmed, or
+/// by binary search over seq (entry ids are the seq of their first event, and times grow
+/// with seqs: both are taken in one script at a time on this Redis; a run's events share
+/// one time, so a run is old or recent whole). Returns how many entries it trimmed, or
 /// `-1` if this node does not hold the sweeper's lock.
 /// ARGV: prefix, maxlen, node, retention ms.
 const TRIM: &str = r#"
@@ -351,11 +399,13 @@ local function at_or_after(seq)
   return redis.call('XRANGE', P..'log', string.format('%d-0', seq), '+', 'COUNT', 1)[1]
 end
 local function seq_of(entry) return tonumber(string.match(entry[1], '^(%d+)')) end
--- The entry's time: the second line of its `e` field, or (written by an earlier version)
--- its `ts` field. An entry without a readable time counts as old.
+-- The entry's time: the first line of its `b` field (a run of events, all of one time),
+-- the second line of its `e` field, or (written by an earlier version) its `ts` field. An
+-- entry without a readable time counts as old.
 local function ts_of(entry)
   local f = entry[2]
   for i = 1, #f, 2 do
+    if f[i] == 'b' then return tonumber(string.match(f[i + 1], '^(%d+)\n')) or 0 end
     if f[i] == 'e' then return tonumber(string.match(f[i + 1], '^[^\n]*\n(%d+)')) or 0 end
     if f[i] == 'ts' then return tonumber(f[i + 1]) or 0 end
   end

@@ -8,7 +8,7 @@
 //! connection it reconnects and goes on from there: an entry is never delivered twice
 //! (the hub skips seqs it has delivered) and none that Redis kept is skipped.
 
-use super::{Kind, Link, LogEntry, items, resp, text};
+use super::{Kind, Link, LogEntry, items, read_entry, resp, text};
 use crate::hub::Hub;
 use crate::room_log::format_ts;
 use chat_protocol::{LeaveReason, ServerEvent, Stamp};
@@ -16,10 +16,35 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Entries read at most per round trip.
-const BATCH: usize = 1024;
+/// Entries read at most per round trip. An entry may be a run of up to 512 chat lines
+/// (one script call's, cut at 1 MiB of text by the driver), so this bounds a reply to
+/// some 70 MB whatever `--max-line-bytes` is, within the connection's bound on a reply.
+const BATCH: usize = 64;
 /// How long one `XREAD` blocks: also how soon the tail notices a stop.
 const BLOCK: Duration = Duration::from_millis(1000);
+
+/// Two passes in a row of at least this many events mean the node is busy: events arrive
+/// faster than it delivers them a few at a time. (One such pass alone is a stall of the
+/// machine or of Redis catching up, after which a quiet room is quiet again.)
+const BUSY: usize = 32;
+/// The longest the tail waits after a busy pass.
+const BUSY_PAUSE_MAX: Duration = Duration::from_millis(5);
+
+/// How long to wait before reading again after a pass that delivered `events`, the pass
+/// before it `before`: nothing unless both were busy (a quiet room's events go out as soon
+/// as they are read, and so do those gathered by one stall), and after busy passes 25 µs
+/// per event delivered, at most [`BUSY_PAUSE_MAX`]. A third of what a busy node costs is
+/// its sends, one per recipient per pass whatever the pass holds (each a system call
+/// through the whole TCP stack): waiting lets the next pass gather more events, so a busy
+/// node sends fewer, larger writes (docs/BENCHMARKS.md, "Cluster"). Its users then wait a
+/// few milliseconds more, when events already queue.
+fn busy_pause(before: usize, events: usize) -> Option<Duration> {
+    (before >= BUSY && events >= BUSY).then(|| {
+        Duration::from_micros(25)
+            .saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
+            .min(BUSY_PAUSE_MAX)
+    })
+}
 
 /// Reads until `stop`.
 pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
@@ -31,6 +56,8 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
     let mut log_last = 0;
     let mut nodes = resp::NodeNames::default();
     let mut connection = None;
+    // Events delivered by the last pass.
+    let mut last_pass = 0;
     loop {
         if stop.is_cancelled() {
             return;
@@ -80,8 +107,16 @@ pub async fn run(link: Arc<Link>, hub: Arc<Hub>, client: redis::Client, stop: Ca
                 if let Some(id) = read.dm_last {
                     dm_last = id;
                 }
+                let events = read.log.len();
                 if !read.log.is_empty() || !read.dms.is_empty() {
                     hub.apply(read.log, read.dms);
+                }
+                let before = std::mem::replace(&mut last_pass, events);
+                if let Some(pause) = busy_pause(before, events) {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
             Err(e) => {
@@ -119,46 +154,21 @@ pub fn raw_entries(value: &redis::Value) -> Vec<RawEntry> {
         .collect()
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// A log entry, or `None` for one this version cannot read (it is skipped, logged).
-pub fn log_entry(id: &str, fields: &[(String, String)]) -> Option<LogEntry> {
-    let seq = id.split('-').next()?.parse().ok()?;
-    if let Some(value) = field(fields, "e") {
-        let entry = LogEntry::unpack(seq, value.as_bytes(), |node| node.into());
-        if entry.is_none() {
-            tracing::warn!(seq, "unreadable room log entry; skipped");
-        }
-        return entry;
-    }
-    // Written by an earlier version: one field per part.
-    let get = |name| field(fields, name).unwrap_or_default().to_string();
-    let kind = match field(fields, "t")? {
-        "j" => Kind::Join,
-        "c" => Kind::Chat,
-        "r" => Kind::Rename,
-        "l" => Kind::Leave,
-        other => {
-            tracing::warn!(seq, kind = other, "unknown room log entry; skipped");
-            return None;
-        }
+/// The events of the log entry `id`, appended to `out`; the seq of its last event, or
+/// `None` (logged, nothing added) for an entry this version cannot read.
+pub fn log_entries(id: &str, fields: &[(String, String)], out: &mut Vec<LogEntry>) -> Option<u64> {
+    let first = id.split('-').next()?.parse().ok();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes())
     };
-    Some(LogEntry {
-        seq,
-        ts_ms: field(fields, "ts")?.parse().ok()?,
-        kind,
-        node: field(fields, "n")?.into(),
-        conn: field(fields, "c")?.parse().ok()?,
-        addr: get("a"),
-        name: get("m"),
-        x: get("x"),
-        sub: field(fields, "s").and_then(|s| s.parse().ok()).unwrap_or(0),
-    })
+    let last = first.and_then(|first| read_entry(first, field, |node| node.into(), out));
+    if last.is_none() {
+        tracing::warn!(id, "unreadable room log entry; skipped");
+    }
+    last
 }
 
 /// A leave reason as stored (its JSON name).
@@ -183,6 +193,36 @@ fn parse_reason(name: &str) -> LeaveReason {
 }
 
 impl LogEntry {
+    /// [`LogEntry::event`], taking the entry's texts instead of copying them.
+    pub fn into_event(self) -> ServerEvent {
+        let stamp = Some(Stamp {
+            seq: self.seq,
+            ts: format_ts(self.ts_ms),
+        });
+        let (addr, name, x) = (self.addr, self.name, self.x);
+        match self.kind {
+            Kind::Join => ServerEvent::Join { addr, name, stamp },
+            Kind::Chat => ServerEvent::Chat {
+                addr,
+                name,
+                text: x,
+                stamp,
+            },
+            Kind::Rename => ServerEvent::Rename {
+                addr,
+                old: name,
+                new: x,
+                stamp,
+            },
+            Kind::Leave => ServerEvent::Leave {
+                addr,
+                name,
+                reason: parse_reason(&x),
+                stamp,
+            },
+        }
+    }
+
     /// The event as users receive it: the same bytes on every node, live and in history.
     pub fn event(&self) -> ServerEvent {
         let stamp = Some(Stamp {
@@ -211,5 +251,24 @@ impl LogEntry {
                 stamp,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_pass_after_a_busy_pass_waits() {
+        assert_eq!(busy_pause(0, 1), None);
+        assert_eq!(
+            busy_pause(0, 500),
+            None,
+            "one big pass: a stall, not a busy room"
+        );
+        assert_eq!(busy_pause(500, 31), None);
+        assert_eq!(busy_pause(32, 32), Some(Duration::from_micros(800)));
+        assert_eq!(busy_pause(100, 100), Some(Duration::from_micros(2500)));
+        assert_eq!(busy_pause(100, usize::MAX), Some(BUSY_PAUSE_MAX));
     }
 }

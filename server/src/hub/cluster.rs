@@ -518,8 +518,23 @@ impl Hub {
             state.cluster.seen.push_back((entry.sub, entry.seq));
         }
         let local = local.filter(|id| state.members.contains_key(id));
-        let line = Rendered::new(entry.event());
         let seq = entry.seq;
+        if entry.kind == Kind::Chat {
+            // The common case: the entry's texts move into the event, uncopied.
+            let line = Rendered::new(entry.into_event());
+            state.deliver(
+                super::Pending::Event {
+                    seq,
+                    line,
+                    except: None,
+                    admit: None,
+                    remove: None,
+                },
+                slow,
+            );
+            return;
+        }
+        let line = Rendered::new(entry.event());
         match entry.kind {
             Kind::Join => {
                 let addr: Arc<str> = entry.addr.as_str().into();
@@ -550,16 +565,8 @@ impl Hub {
                     slow,
                 );
             }
-            Kind::Chat => state.deliver(
-                super::Pending::Event {
-                    seq,
-                    line,
-                    except: None,
-                    admit: None,
-                    remove: None,
-                },
-                slow,
-            ),
+            // Delivered above.
+            Kind::Chat => {}
             Kind::Rename => {
                 let key = (entry.node.clone(), entry.conn);
                 if let Some(&joined) = state.cluster.by_member.get(&key) {
