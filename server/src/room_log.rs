@@ -24,8 +24,9 @@
 //! off, and a thread of its own runs passive checkpoints on a connection of its own while
 //! commits go on, once a thousand commits or so have gathered (or 2 s have passed): a WAL
 //! folded in completely starts over at the next commit, which then fsyncs the WAL's new
-//! header, so folding often would put that fsync on the delivery path often. A checkpoint cannot finish while commits keep adding to the WAL, and the
-//! WAL only starts over once it has been folded in completely, so when the WAL passes
+//! header, so folding often would put that fsync on the delivery path often. A checkpoint
+//! cannot finish while commits keep adding to the WAL, and the WAL only starts over once
+//! it has been folded in completely, so when the WAL passes
 //! [`WAL_HIGH_FRAMES`] the thread holds commits off for one short checkpoint of the rest: a
 //! brief pause every few thousand commits instead of a long one every thousand pages.
 //!
@@ -931,6 +932,18 @@ mod tests {
             })
     }
 
+    /// A fresh directory of this test's own and the config of a log file in it.
+    fn log_in_temp_dir(test: &str) -> (std::path::PathBuf, HistoryConfig) {
+        let dir = std::env::temp_dir().join(format!("chat-room-log-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = HistoryConfig {
+            db: HistoryDb::File(dir.join("history.sqlite3")),
+            ..HistoryConfig::default()
+        };
+        (dir, config)
+    }
+
     /// Appends one chat line as event `seq` and waits until it is committed.
     async fn commit_line(log: &RoomLog, seq: u64) {
         let line = Rendered::new(ServerEvent::Chat {
@@ -959,15 +972,8 @@ mod tests {
     /// fsyncs its header on the delivery path.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_trickle_of_lines_is_folded_in_every_few_seconds_not_every_tick() {
-        let dir =
-            std::env::temp_dir().join(format!("chat-room-log-trickle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("history.sqlite3");
+        let (dir, config) = log_in_temp_dir("trickle");
         let wal = dir.join("history.sqlite3-wal");
-        let config = HistoryConfig {
-            db: HistoryDb::File(path.clone()),
-            ..HistoryConfig::default()
-        };
         let log = RoomLog::open(&config).expect("open").into_log();
         log.start();
         // A line every 50 ms (a slow room) for 2.5 fold periods.
@@ -993,14 +999,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_is_folded_in_and_starts_over_under_endless_commits() {
-        let dir = std::env::temp_dir().join(format!("chat-room-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("history.sqlite3");
+        let (dir, config) = log_in_temp_dir("endless");
         let wal = dir.join("history.sqlite3-wal");
-        let config = HistoryConfig {
-            db: HistoryDb::File(path.clone()),
-            ..HistoryConfig::default()
-        };
         let log = RoomLog::open(&config).expect("open").into_log();
         log.start();
         // Each commit adds at least one page, so without the checkpoint thread's final

@@ -421,27 +421,7 @@ async fn retention_by_age_trims_exactly_up_to_the_first_recent_event() {
         };
         let (id, ts, text) = (format!("{seq}-0"), ts.to_string(), format!("line {seq}"));
         if seq <= 20 {
-            redis.command(&[
-                "XADD",
-                "chat:log",
-                &id,
-                "ts",
-                &ts,
-                "t",
-                "c",
-                "n",
-                "gone",
-                "c",
-                "1",
-                "a",
-                "10.0.0.1:1",
-                "m",
-                "old",
-                "x",
-                &text,
-                "s",
-                "0",
-            ]);
+            add_old_format_line(&redis, &id, &ts, &text);
         } else {
             let packed = format!("c\n{ts}\ngone\n1\n10.0.0.1:1\nold\n0\n{text}");
             redis.command(&["XADD", "chat:log", &id, "e", &packed]);
@@ -637,6 +617,32 @@ fn seqs_of(events: &[ServerEvent]) -> Vec<u64> {
         .collect()
 }
 
+/// Appends a chat line by "old" at `10.0.0.1:1` as earlier versions wrote it: one stream
+/// field per part.
+fn add_old_format_line(redis: &Redis, id: &str, ts: &str, text: &str) {
+    redis.command(&[
+        "XADD",
+        "chat:log",
+        id,
+        "ts",
+        ts,
+        "t",
+        "c",
+        "n",
+        "gone",
+        "c",
+        "1",
+        "a",
+        "10.0.0.1:1",
+        "m",
+        "old",
+        "x",
+        text,
+        "s",
+        "0",
+    ]);
+}
+
 /// A stream of every shape of entry: seqs 1..=2 one field per part (earlier versions), 3
 /// one field `e`, 4..=9 a run of six lines by two senders (one entry, id `4-0`), 10 `e`,
 /// 11..=13 a run of three, one of whose texts holds the runs' own separator.
@@ -644,27 +650,7 @@ fn every_shape_of_entry(redis: &Redis) {
     let now = now_ms();
     for seq in 1..=2u64 {
         let (id, ts, text) = (format!("{seq}-0"), now.to_string(), format!("line {seq}"));
-        redis.command(&[
-            "XADD",
-            "chat:log",
-            &id,
-            "ts",
-            &ts,
-            "t",
-            "c",
-            "n",
-            "gone",
-            "c",
-            "1",
-            "a",
-            "10.0.0.1:1",
-            "m",
-            "old",
-            "x",
-            &text,
-            "s",
-            "0",
-        ]);
+        add_old_format_line(redis, &id, &ts, &text);
     }
     let one = |seq: u64| {
         let packed = format!("c\n{now}\ngone\n1\n10.0.0.1:1\nold\n0\nline {seq}");
