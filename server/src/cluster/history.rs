@@ -142,7 +142,7 @@ pub async fn query(
         .events
         .into_iter()
         .take(limit as usize)
-        .map(|entry| (entry.seq, entry.event()))
+        .map(|entry| (entry.seq, entry.into_event()))
         .collect();
     if !ascending {
         rows.reverse();
@@ -190,7 +190,7 @@ async fn plain(
             if lines.len() == limit as usize {
                 break;
             }
-            let event = entry.event();
+            let event = entry.into_event();
             let ts = event.stamp().map(|s| s.ts.clone()).unwrap_or_default();
             if let Some(text) = event.to_plain() {
                 lines.push((0, format!("{} {text}", seconds(&ts))));

@@ -225,32 +225,7 @@ impl LogEntry {
 
     /// The event as users receive it: the same bytes on every node, live and in history.
     pub fn event(&self) -> ServerEvent {
-        let stamp = Some(Stamp {
-            seq: self.seq,
-            ts: format_ts(self.ts_ms),
-        });
-        let (addr, name) = (self.addr.clone(), self.name.clone());
-        match self.kind {
-            Kind::Join => ServerEvent::Join { addr, name, stamp },
-            Kind::Chat => ServerEvent::Chat {
-                addr,
-                name,
-                text: self.x.clone(),
-                stamp,
-            },
-            Kind::Rename => ServerEvent::Rename {
-                addr,
-                old: name,
-                new: self.x.clone(),
-                stamp,
-            },
-            Kind::Leave => ServerEvent::Leave {
-                addr,
-                name,
-                reason: parse_reason(&self.x),
-                stamp,
-            },
-        }
+        self.clone().into_event()
     }
 }
 
