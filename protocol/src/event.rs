@@ -209,13 +209,16 @@ impl ServerEvent {
     /// Appends the plain (nc) rendering, line endings included. Returns false if this event
     /// has no plain form.
     pub fn render_plain(&self, out: &mut String) -> bool {
+        // Every room event goes through here once per node: pushes, not `write!`, whose
+        // formatting machinery costs more than the copying.
         let said = |out: &mut String, addr: &str, name: &str, text: &str| {
-            let _ = writeln!(
-                out,
-                "[{addr}]{}: {}",
-                sanitize_text(name),
-                sanitize_text(text)
-            );
+            out.push('[');
+            out.push_str(addr);
+            out.push(']');
+            out.push_str(&sanitize_text(name));
+            out.push_str(": ");
+            out.push_str(&sanitize_text(text));
+            out.push('\n');
         };
         match self {
             ServerEvent::Welcome { .. }
@@ -265,8 +268,25 @@ impl ServerEvent {
 
     /// The plain rendering, or `None` if this event has no plain form.
     pub fn to_plain(&self) -> Option<String> {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.plain_len_hint());
         self.render_plain(&mut out).then_some(out)
+    }
+
+    /// The length of the plain rendering of a line someone said (exact unless sanitizing
+    /// changes it): the rendering is then one allocation, not a string grown by doubling
+    /// and then shrunk to fit, for every event on every node.
+    fn plain_len_hint(&self) -> usize {
+        // `[`, `]`, `: ` and the newline.
+        let said = |addr: &str, name: &str, text: &str| addr.len() + name.len() + text.len() + 5;
+        match self {
+            ServerEvent::Chat {
+                addr, name, text, ..
+            } => said(addr, name, text),
+            ServerEvent::Join { addr, name, .. } => said(addr, name, "login"),
+            ServerEvent::Here { addr, name } => said(addr, name, "I am here"),
+            ServerEvent::Leave { addr, name, .. } => said(addr, name, "time out leave out"),
+            _ => 64,
+        }
     }
 
     /// Appends the JSON rendering: one object and a `\n`.

@@ -88,7 +88,8 @@ pub fn is_unsafe(c: char) -> bool {
 /// Makes `text` safe to show on another user's terminal. Borrows when nothing changes,
 /// which is the common case.
 pub fn sanitize_text(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    // Printable ASCII, most chat, is safe byte by byte: no decoding, no tables.
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) || !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(

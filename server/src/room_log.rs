@@ -808,14 +808,66 @@ pub fn now_ms() -> i64 {
 
 /// `2026-12-02T02:41:07.123Z`: the `ts` of room events.
 pub fn format_ts(ts_ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
+    rfc3339(ts_ms, true)
 }
 
 /// `2026-12-02T02:41:07Z`: the time in front of a plain history line.
 fn format_ts_seconds(ts_ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ts_ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+    rfc3339(ts_ms, false)
+}
+
+/// The UTC time `ts_ms` milliseconds after the epoch (the epoch itself for earlier times)
+/// in RFC 3339, with or without its milliseconds. Written out by hand: every node formats
+/// the time of every room event, and humantime's `Display`, with the formatting machinery
+/// and a string grown three times, cost several times this one allocation. (Unlike it,
+/// this does not fail past the year 9999: the year just gets more digits.)
+fn rfc3339(ts_ms: i64, millis: bool) -> String {
+    let ts_ms = ts_ms.max(0);
+    let secs = ts_ms / 1000;
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here):
+    // years counted from March, so that the leap day is the last day of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let mut out = String::with_capacity(24);
+    // `value` (never negative) in at least `width` digits, then `after`.
+    let mut push = |value: i64, width: usize, after: char| {
+        let mut digits = [b'0'; 20];
+        let (mut at, mut rest) = (digits.len(), value);
+        while rest > 0 || digits.len() - at < width {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        for &digit in &digits[at..] {
+            out.push(char::from(digit));
+        }
+        out.push(after);
+    };
+    push(year, 4, '-');
+    push(month, 2, '-');
+    push(day, 2, 'T');
+    push(of_day / 3600, 2, ':');
+    push(of_day / 60 % 60, 2, ':');
+    if millis {
+        push(of_day % 60, 2, '.');
+        push(ts_ms % 1000, 3, 'Z');
+    } else {
+        push(of_day % 60, 2, 'Z');
+    }
+    out
 }
 
 /// A history answer, rendered for the mode it was asked in.
@@ -922,6 +974,45 @@ mod tests {
     /// must still be folded into the database and start over, not grow for ever.
     /// How many times the WAL started over: the WAL header's checkpoint sequence number
     /// (bytes 12..16, big-endian); 0 without a WAL.
+    #[test]
+    fn times_are_written_as_humantime_writes_them() {
+        let check = |ts_ms: i64| {
+            let at = UNIX_EPOCH + Duration::from_millis(ts_ms as u64);
+            assert_eq!(
+                format_ts(ts_ms),
+                humantime::format_rfc3339_millis(at).to_string(),
+                "{ts_ms}"
+            );
+            assert_eq!(
+                format_ts_seconds(ts_ms),
+                humantime::format_rfc3339_seconds(at).to_string(),
+                "{ts_ms}"
+            );
+        };
+        // The epoch, leap days (2000 is a leap year, 2100 is not), the turn of centuries
+        // and of the year 10000's eve, and a spread of ordinary times in between.
+        for ts_ms in [
+            0,
+            999,
+            1_000,
+            951_782_400_000,
+            951_868_799_999,
+            4_107_542_400_000,
+            4_107_456_000_000,
+            1_796_179_267_123,
+            253_402_300_799_999,
+        ] {
+            check(ts_ms);
+        }
+        let mut ts_ms = 0i64;
+        while ts_ms < 253_402_300_799_999 {
+            check(ts_ms);
+            ts_ms += 86_399_999_983;
+        }
+        assert_eq!(format_ts(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ts(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+    }
+
     fn wal_restarts(wal: &std::path::Path) -> u32 {
         use std::io::Read;
         let mut header = [0u8; 16];
