@@ -841,32 +841,35 @@ fn rfc3339(ts_ms: i64, millis: bool) -> String {
         shifted_month - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let mut out = String::with_capacity(24);
-    // `value` (never negative) in at least `width` digits, then `after`.
-    let mut push = |value: i64, width: usize, after: char| {
-        let mut digits = [b'0'; 20];
-        let (mut at, mut rest) = (digits.len(), value);
-        while rest > 0 || digits.len() - at < width {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
+    // `-MM-DDTHH:MM:SS.mmmZ` after the year, each field written into its place.
+    let mut rest = *b"-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for place in rest[at..at + width].iter_mut().rev() {
+            *place = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-        for &digit in &digits[at..] {
-            out.push(char::from(digit));
-        }
-        out.push(after);
     };
-    push(year, 4, '-');
-    push(month, 2, '-');
-    push(day, 2, 'T');
-    push(of_day / 3600, 2, ':');
-    push(of_day / 60 % 60, 2, ':');
-    if millis {
-        push(of_day % 60, 2, '.');
-        push(ts_ms % 1000, 3, 'Z');
+    put(1, 2, month);
+    put(4, 2, day);
+    put(7, 2, of_day / 3600);
+    put(10, 2, of_day / 60 % 60);
+    put(13, 2, of_day % 60);
+    put(16, 3, ts_ms % 1000);
+    let rest = if millis {
+        &rest[..]
     } else {
-        push(of_day % 60, 2, 'Z');
+        rest[15] = b'Z';
+        &rest[..16]
+    };
+    // From 1970 (times are never earlier) to 9999, four digits; later, as many as it takes.
+    let mut out = String::with_capacity(4 + rest.len());
+    if year <= 9999 {
+        let digits = [year / 1000, year / 100 % 10, year / 10 % 10, year % 10];
+        out.extend(digits.map(|digit| char::from(b'0' + digit as u8)));
+    } else {
+        out.push_str(&year.to_string());
     }
+    out.extend(rest.iter().map(|&byte| char::from(byte)));
     out
 }
 
