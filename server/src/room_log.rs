@@ -697,6 +697,11 @@ fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
 }
 
 fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> {
+    // A group of one, the rule when lines trickle in, is one statement in SQLite's own
+    // transaction: no BEGIN and COMMIT to look up and run around it.
+    if group.len() == 1 {
+        return insert(connection, group);
+    }
     // BEGIN and COMMIT are cached statements: `Connection::transaction` parses them anew
     // for every group, a visible part of a commit of one line.
     connection.prepare_cached("BEGIN")?.execute([])?;
