@@ -51,6 +51,15 @@ pub enum LeaveReason {
     NodeLost,
 }
 
+/// What nc users are told of a leave, as the original said it: a timeout in its own words,
+/// every other way out as a logout.
+fn leave_text(reason: LeaveReason) -> &'static str {
+    match reason {
+        LeaveReason::Timeout => "time out leave out",
+        _ => "login out",
+    }
+}
+
 /// What went wrong, for programs. `message` says it for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,13 +251,7 @@ impl ServerEvent {
             }
             ServerEvent::Leave {
                 addr, name, reason, ..
-            } => {
-                let text = match reason {
-                    LeaveReason::Timeout => "time out leave out",
-                    _ => "login out",
-                };
-                said(out, addr, name, text)
-            }
+            } => said(out, addr, name, leave_text(*reason)),
             ServerEvent::Renamed { .. } => out.push_str("rename ok\n"),
             ServerEvent::Users { users } => {
                 out.push_str("user list:\n");
@@ -284,7 +287,9 @@ impl ServerEvent {
             } => said(addr, name, text),
             ServerEvent::Join { addr, name, .. } => said(addr, name, "login"),
             ServerEvent::Here { addr, name } => said(addr, name, "I am here"),
-            ServerEvent::Leave { addr, name, .. } => said(addr, name, "time out leave out"),
+            ServerEvent::Leave {
+                addr, name, reason, ..
+            } => said(addr, name, leave_text(*reason)),
             _ => 64,
         }
     }

@@ -978,10 +978,6 @@ mod tests {
     use super::*;
     use chat_protocol::Stamp;
 
-    /// A log whose every event is its own commit, as in a room that trickles: the WAL
-    /// must still be folded into the database and start over, not grow for ever.
-    /// How many times the WAL started over: the WAL header's checkpoint sequence number
-    /// (bytes 12..16, big-endian); 0 without a WAL.
     #[test]
     fn times_are_written_as_humantime_writes_them() {
         let check = |ts_ms: i64| {
@@ -1021,6 +1017,8 @@ mod tests {
         assert_eq!(format_ts(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 
+    /// How many times the WAL started over: the WAL header's checkpoint sequence number
+    /// (bytes 12..16, big-endian); 0 without a WAL.
     fn wal_restarts(wal: &std::path::Path) -> u32 {
         use std::io::Read;
         let mut header = [0u8; 16];
@@ -1096,6 +1094,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A log whose every event is its own commit, as in a room that trickles: the WAL
+    /// must still be folded into the database and start over, not grow for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_is_folded_in_and_starts_over_under_endless_commits() {
         let (dir, config) = log_in_temp_dir("endless");
