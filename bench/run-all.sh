@@ -161,7 +161,7 @@ chat_only() {
 history_db=""
 remove_history_db() {
     if [[ -n "$history_db" ]]; then
-        rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal"
+        rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal" "$history_db-ahead"
         history_db=""
     fi
 }
@@ -206,7 +206,7 @@ start_server() {
     port=$(free_port)
     # A fresh log per run: a leftover from an interrupted session would start at its seq.
     history_db="$out/history-$4.sqlite3"
-    rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal"
+    rm -f "$history_db" "$history_db-wal" "$history_db-shm" "$history_db-journal" "$history_db-ahead"
     local chat_args=(--listen "127.0.0.1:$port" --rate 0 --max-per-ip 0 --idle-timeout "$idle")
     case "$1" in
         chat | chat-json)

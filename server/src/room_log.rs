@@ -4,17 +4,25 @@
 //! **Write-ahead, in groups.** The hub gives each event its `seq` and appends it here. A
 //! commit task on the runtime wakes once per turn of the runtime in which events were
 //! appended, lets the other tasks woken in that turn run first (so everything read in one
-//! go joins the same group), commits the group in one transaction, and then wakes the
-//! delivery task ([`RoomLog::committed`]), which only then has the hub deliver those events.
-//! So no user ever receives a line that is not in the log, and a burst of lines costs one
-//! commit, not one per line. A commit in WAL mode without fsync is a couple of `pwrite`s,
-//! cheaper on the runtime's own thread than handing every group to another thread and back
-//! (which cost two wake-ups and an idle runtime per group); with `--history-sync full` each
-//! commit waits for a disk flush, so it runs on the blocking pool instead.
+//! go joins the same group), commits the group, and then wakes the delivery task
+//! ([`RoomLog::committed`]), which only then has the hub deliver those events. So no user
+//! ever receives a line that is not in the log, and a burst of lines costs one commit, not
+//! one per line. A group of more than a few events is one SQLite transaction; a small one
+//! (lines trickling in, one per group) is copied into the log's write-ahead file
+//! (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit) and reaches SQLite
+//! with the others gathered there within 20 ms, in one transaction: SQLite's work and a WAL
+//! frame per line were most of what the log cost such a room. History reads and backups
+//! first have what waits there moved to SQLite; a restart after a kill moves what the file
+//! still holds. A commit in WAL mode without fsync is a couple of `pwrite`s, cheaper on the
+//! runtime's own thread than handing every group to another thread and back (which cost
+//! two wake-ups and an idle runtime per group); with `--history-sync full` each commit
+//! waits for a disk flush, so it runs on the blocking pool instead, and nothing is written
+//! ahead.
 //!
 //! **Durability.** WAL mode. With `synchronous=NORMAL` (the default) a commit is written to
-//! the WAL file but not fsynced: it survives the server being killed (`kill -9`, a crash), and
-//! a power loss can cost the last commits (the database itself stays consistent).
+//! the WAL file (or the write-ahead file) but not fsynced: it survives the server being
+//! killed (`kill -9`, a crash), and a power loss can cost the last commits (the database
+//! itself stays consistent).
 //! `--history-sync full` fsyncs every commit, so it survives power loss too, at the price of
 //! a disk flush per group commit.
 //!
@@ -51,6 +59,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+mod ahead;
+use ahead::Ahead;
+
+/// Groups of more events than this go to SQLite at once (with whatever waits in the
+/// write-ahead file): they already cost one commit for many events.
+const AHEAD_GROUP_MAX: usize = 16;
+/// Events that may wait in the write-ahead file; one more group moves them all to SQLite.
+const AHEAD_PENDING_MAX: usize = 256;
+/// How long an event waits in the write-ahead file at most before the commit task moves
+/// it to SQLite (history reads and backups move it at once).
+const AHEAD_MOVE_AFTER: Duration = Duration::from_millis(20);
 
 /// Where the log lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +163,18 @@ pub struct RoomLog {
     appended: Mutex<Vec<Entry>>,
     /// Wakes the commit task when `appended` goes from empty to non-empty.
     wake_commit: Notify,
-    /// Newest seq committed; the commit task raises it and then wakes `commits`.
+    /// The write-ahead file and the events in it that SQLite does not hold yet (a file
+    /// without `--history-sync full` only; see `ahead.rs`). Only the commit task writes it.
+    ahead: Mutex<Option<WrittenAhead>>,
+    /// Newest seq in SQLite's tables: history reads wait until it reaches what they may
+    /// answer, and retention never records a newer one as the last seq given out.
+    in_tables: AtomicU64,
+    /// Woken whenever `in_tables` rises.
+    tables_caught_up: Notify,
+    /// Asks the commit task to move the write-ahead file's events into SQLite now.
+    move_now: Notify,
+    /// Newest seq committed (in SQLite or the write-ahead file); the commit task raises it
+    /// and then wakes `commits`.
     committed: AtomicU64,
     commits: Notify,
     /// Newest seq delivered to users: answers never go past it, so an answer holds only
@@ -172,6 +203,15 @@ impl Drop for RoomLog {
             checkpoints.stop();
         }
     }
+}
+
+/// The write-ahead file and what waits in it.
+struct WrittenAhead {
+    file: Ahead,
+    /// The events in `file`, oldest first: SQLite does not hold them yet.
+    pending: Vec<Entry>,
+    /// When they go to SQLite at the latest (set by the first of them).
+    due: Option<tokio::time::Instant>,
 }
 
 /// Commits and events not folded into the database yet, counted by the commit path.
@@ -266,7 +306,27 @@ impl RoomLog {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = open_connection(&path, flags).with_context(context)?;
         prepare_writer(&connection, config).with_context(context)?;
-        let last_seq = last_seq(&connection).with_context(context)?;
+        let mut connection = connection;
+        let mut last_seq = last_seq(&connection).with_context(context)?;
+        let ahead = match &config.db {
+            HistoryDb::Memory => None,
+            HistoryDb::File(db_path) => {
+                let ahead_path = ahead::path_for(db_path);
+                let (file, held) = Ahead::open(&ahead_path)?;
+                last_seq = recover(&mut connection, held, last_seq).with_context(context)?;
+                if config.sync_full {
+                    // Every commit is fsynced to SQLite itself: nothing is written ahead.
+                    file.set_len(0).with_context(context)?;
+                    None
+                } else {
+                    Some(WrittenAhead {
+                        file: Ahead::start_empty(file, &ahead_path)?,
+                        pending: Vec::new(),
+                        due: None,
+                    })
+                }
+            }
+        };
         let db = Arc::new(Mutex::new(connection));
         let unfolded = Arc::new(Unfolded::default());
         let (reader, checkpoints) = match config.db {
@@ -297,6 +357,10 @@ impl RoomLog {
                 config: config.clone(),
                 appended: Mutex::new(Vec::new()),
                 wake_commit: Notify::new(),
+                ahead: Mutex::new(ahead),
+                in_tables: AtomicU64::new(last_seq),
+                tables_caught_up: Notify::new(),
+                move_now: Notify::new(),
                 committed: AtomicU64::new(last_seq),
                 commits: Notify::new(),
                 delivered: AtomicU64::new(last_seq),
@@ -340,6 +404,7 @@ impl RoomLog {
     /// Answers a history query, on the blocking pool.
     pub async fn query(self: &Arc<Self>, query: Query) -> anyhow::Result<Answer> {
         let bound = self.delivered.load(Ordering::Acquire);
+        self.in_tables_up_to(bound).await;
         let log = self.clone();
         Ok(tokio::task::spawn_blocking(move || match &log.reader {
             Some(reader) => {
@@ -374,6 +439,7 @@ impl RoomLog {
         };
         let path = path.to_string_lossy().into_owned();
         let config = self.config.clone();
+        self.in_tables_up_to(self.committed_now()).await;
         tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
             let mut partial = to.clone().into_os_string();
             partial.push(".partial");
@@ -434,17 +500,111 @@ impl RoomLog {
         std::mem::take(&mut *self.appended.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Commits `group` (retrying while the disk refuses: a line is delivered only once it
-    /// is in the log, so the room waits rather than deliver lines missing from history), then
-    /// announces it.
+    /// Waits until SQLite's tables hold every event up to `seq`, asking the commit task to
+    /// move what waits in the write-ahead file there.
+    async fn in_tables_up_to(&self, seq: u64) {
+        loop {
+            let caught_up = self.tables_caught_up.notified();
+            tokio::pin!(caught_up);
+            caught_up.as_mut().enable();
+            if self.in_tables.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            self.move_now.notify_one();
+            caught_up.await;
+        }
+    }
+
+    /// Commits `group`: into the write-ahead file when it is a few events that fit there,
+    /// otherwise into SQLite together with whatever waits in that file. Then announces it.
     async fn commit_group(self: &Arc<Self>, group: Vec<Entry>) {
         let Some(newest) = group.last().map(|entry| entry.seq) else {
             return;
         };
-        let mut delay = Duration::from_millis(10);
-        let mut group = group;
+        let events = group.len() as u64;
         // The commit's latency, as the room waits for it: retries included.
         let started = std::time::Instant::now();
+        if let Err(group) = self.write_ahead(group) {
+            let mut all = self.take_pending();
+            all.extend(group);
+            self.commit_to_tables(all).await;
+        }
+        let metrics = crate::telemetry::counters();
+        metrics
+            .history_commit_seconds
+            .record(started.elapsed().as_secs_f64());
+        metrics.history_events.increment(events);
+        self.committed.fetch_max(newest, Ordering::Release);
+        self.commits.notify_one();
+    }
+
+    /// Writes `group` into the write-ahead file and keeps it for SQLite; gives it back if
+    /// there is no such file or it is not the place for this group.
+    fn write_ahead(&self, group: Vec<Entry>) -> Result<(), Vec<Entry>> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = ahead.as_mut() else {
+            return Err(group);
+        };
+        if group.len() > AHEAD_GROUP_MAX || state.pending.len() + group.len() > AHEAD_PENDING_MAX {
+            return Err(group);
+        }
+        let rows: Vec<Row<'_>> = group.iter().map(Row::of).collect();
+        let bytes: usize = rows
+            .iter()
+            .map(|row| Ahead::record_len(row.json.len()))
+            .sum();
+        if bytes > state.file.room() {
+            drop(rows);
+            return Err(group);
+        }
+        for row in &rows {
+            state
+                .file
+                .append(row.seq, row.ts_ms, row.nc, row.json.as_bytes());
+        }
+        drop(rows);
+        if state.pending.is_empty() {
+            state.due = Some(tokio::time::Instant::now() + AHEAD_MOVE_AFTER);
+        }
+        state.pending.extend(group);
+        Ok(())
+    }
+
+    /// Takes the events waiting in the write-ahead file (they stay in the file until SQLite
+    /// holds them).
+    fn take_pending(&self) -> Vec<Entry> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = ahead.as_mut() else {
+            return Vec::new();
+        };
+        state.due = None;
+        std::mem::take(&mut state.pending)
+    }
+
+    /// When the events waiting in the write-ahead file are due in SQLite, if any wait.
+    fn move_due(&self) -> Option<tokio::time::Instant> {
+        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.as_ref().and_then(|state| state.due)
+    }
+
+    /// Moves the events waiting in the write-ahead file into SQLite.
+    async fn move_ahead(self: &Arc<Self>) {
+        let pending = self.take_pending();
+        if !pending.is_empty() {
+            self.commit_to_tables(pending).await;
+        }
+    }
+
+    /// Commits `entries` (everything the write-ahead file holds among them) into SQLite in
+    /// one transaction, retrying while the disk refuses: a line is delivered only once it is
+    /// in the log, so the room waits rather than deliver lines missing from history. Then
+    /// clears the write-ahead file.
+    async fn commit_to_tables(self: &Arc<Self>, entries: Vec<Entry>) {
+        let Some(newest) = entries.last().map(|entry| entry.seq) else {
+            return;
+        };
+        let mut delay = Duration::from_millis(10);
+        let mut entries = entries;
         loop {
             // Inline when the connection is free and no fsync is asked for; otherwise (a
             // full-sync commit, or retention or a history read holding the connection) on
@@ -453,9 +613,9 @@ impl RoomLog {
                 None
             } else {
                 match self.db.as_ref().try_lock() {
-                    Ok(mut db) => Some(commit(&mut db, &group)),
+                    Ok(mut db) => Some(commit(&mut db, &entries)),
                     Err(std::sync::TryLockError::Poisoned(e)) => {
-                        Some(commit(&mut e.into_inner(), &group))
+                        Some(commit(&mut e.into_inner(), &entries))
                     }
                     Err(std::sync::TryLockError::WouldBlock) => None,
                 }
@@ -465,13 +625,13 @@ impl RoomLog {
             } else {
                 let log = self.clone();
                 match tokio::task::spawn_blocking(move || {
-                    let result = commit(&mut log.db(), &group);
-                    (group, result)
+                    let result = commit(&mut log.db(), &entries);
+                    (entries, result)
                 })
                 .await
                 {
                     Ok((back, result)) => {
-                        group = back;
+                        entries = back;
                         result
                     }
                     Err(e) => {
@@ -483,23 +643,26 @@ impl RoomLog {
             match result {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::error!(error = %e, events = group.len(), "cannot write the room log; retrying");
+                    tracing::error!(error = %e, events = entries.len(), "cannot write the room log; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
             }
         }
-        let metrics = crate::telemetry::counters();
-        metrics
-            .history_commit_seconds
-            .record(started.elapsed().as_secs_f64());
-        metrics.history_events.increment(group.len() as u64);
+        if let Some(state) = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            state.file.clear();
+        }
         self.unfolded.commits.fetch_add(1, Ordering::Relaxed);
         self.unfolded
             .events
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        self.committed.fetch_max(newest, Ordering::Release);
-        self.commits.notify_one();
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.in_tables.fetch_max(newest, Ordering::Release);
+        self.tables_caught_up.notify_waiters();
     }
 }
 
@@ -519,11 +682,16 @@ impl RoomLog {
     }
 }
 
-/// Commits each group as it forms, and runs retention at least every `sweep_every`.
+/// Commits each group as it forms, moves what waits in the write-ahead file into SQLite
+/// when it is due or asked for, and runs retention at least every `sweep_every`.
 async fn commit_loop(log: Arc<RoomLog>) {
     let every = log.config.sweep_every;
     let sweep_at = tokio::time::sleep(every);
     tokio::pin!(sweep_at);
+    let move_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(move_at);
+    // When `move_at` is set for, if anything waits in the write-ahead file.
+    let mut armed = None;
     loop {
         tokio::select! {
             biased;
@@ -533,10 +701,13 @@ async fn commit_loop(log: Arc<RoomLog>) {
                 behind_the_woken().await;
                 log.commit_group(log.take_group()).await;
             }
+            _ = &mut move_at, if armed.is_some() => log.move_ahead().await,
+            _ = log.move_now.notified() => log.move_ahead().await,
             _ = &mut sweep_at => {
                 sweep_at.as_mut().reset(tokio::time::Instant::now() + every);
                 let sweeper = log.clone();
-                let newest = log.committed_now();
+                // Only what SQLite holds: the newest seq it records must be in its tables.
+                let newest = log.in_tables.load(Ordering::Acquire);
                 let swept = tokio::task::spawn_blocking(move || sweep(&sweeper, newest)).await;
                 if let Ok(Err(e)) = swept {
                     tracing::error!(error = %e, "history retention sweep failed");
@@ -544,9 +715,17 @@ async fn commit_loop(log: Arc<RoomLog>) {
             }
             _ = log.closing.cancelled() => {
                 log.commit_group(log.take_group()).await;
+                log.move_ahead().await;
                 tracing::debug!("room log closed");
                 return;
             }
+        }
+        let due = log.move_due();
+        if due != armed {
+            if let Some(due) = due {
+                move_at.as_mut().reset(due);
+            }
+            armed = due;
         }
     }
 }
@@ -696,16 +875,45 @@ fn last_seq(connection: &Connection) -> rusqlite::Result<u64> {
     Ok(stored.unwrap_or(0).max(newest.unwrap_or(0)).max(0) as u64)
 }
 
+/// One row of the `events` table.
+struct Row<'a> {
+    seq: u64,
+    ts_ms: i64,
+    /// Whether nc users saw it (renames they never did).
+    nc: bool,
+    /// The event's JSON line as users received it, without its newline.
+    json: &'a str,
+}
+
+impl Row<'_> {
+    fn of(entry: &Entry) -> Row<'_> {
+        let json = entry.line.bytes(Mode::Json).unwrap_or_default();
+        Row {
+            seq: entry.seq,
+            ts_ms: entry.ts_ms,
+            nc: !matches!(entry.line.event(), Some(ServerEvent::Rename { .. })),
+            json: std::str::from_utf8(json).unwrap_or_default().trim_end(),
+        }
+    }
+}
+
 fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> {
+    commit_rows(connection, group.iter().map(Row::of))
+}
+
+fn commit_rows<'a>(
+    connection: &mut Connection,
+    rows: impl ExactSizeIterator<Item = Row<'a>>,
+) -> rusqlite::Result<()> {
     // A group of one, the rule when lines trickle in, is one statement in SQLite's own
     // transaction: no BEGIN and COMMIT to look up and run around it.
-    if group.len() == 1 {
-        return insert(connection, group);
+    if rows.len() == 1 {
+        return insert(connection, rows);
     }
     // BEGIN and COMMIT are cached statements: `Connection::transaction` parses them anew
     // for every group, a visible part of a commit of one line.
     connection.prepare_cached("BEGIN")?.execute([])?;
-    let done = insert(connection, group)
+    let done = insert(connection, rows)
         .and_then(|()| connection.prepare_cached("COMMIT")?.execute([]).map(drop));
     if done.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
@@ -713,16 +921,59 @@ fn commit(connection: &mut Connection, group: &[Entry]) -> rusqlite::Result<()> 
     done
 }
 
-fn insert(connection: &Connection, group: &[Entry]) -> rusqlite::Result<()> {
+fn insert<'a>(
+    connection: &Connection,
+    rows: impl Iterator<Item = Row<'a>>,
+) -> rusqlite::Result<()> {
     let mut insert = connection
         .prepare_cached("INSERT INTO events (seq, ts_ms, nc, json) VALUES (?1, ?2, ?3, ?4)")?;
-    for entry in group {
-        let json = entry.line.bytes(Mode::Json).unwrap_or_default();
-        let json = std::str::from_utf8(json).unwrap_or_default().trim_end();
-        let nc = !matches!(entry.line.event(), Some(ServerEvent::Rename { .. }));
-        insert.execute(params![entry.seq as i64, entry.ts_ms, nc, json])?;
+    for row in rows {
+        insert.execute(params![row.seq as i64, row.ts_ms, row.nc, row.json])?;
     }
     Ok(())
+}
+
+/// Puts the events that the write-ahead file `held` and SQLite does not (the server was
+/// killed before they reached it) into SQLite, and returns the newest seq there now. Only
+/// the ones that follow SQLite's newest seq without a hole are taken: anything else is a
+/// file that does not belong to this database (one restored from a backup, say), left out
+/// with a warning.
+fn recover(
+    connection: &mut Connection,
+    held: Vec<ahead::Record>,
+    last_seq: u64,
+) -> rusqlite::Result<u64> {
+    let newer: Vec<ahead::Record> = held.into_iter().filter(|r| r.seq > last_seq).collect();
+    let follows = newer
+        .iter()
+        .enumerate()
+        .all(|(i, record)| record.seq == last_seq + 1 + i as u64);
+    if newer.is_empty() {
+        return Ok(last_seq);
+    }
+    if !follows {
+        tracing::warn!(
+            events = newer.len(),
+            first = newer[0].seq,
+            last_seq,
+            "the room log's write-ahead file does not follow the database; its events are left out"
+        );
+        return Ok(last_seq);
+    }
+    let rows = newer.iter().map(|record| Row {
+        seq: record.seq,
+        ts_ms: record.ts_ms,
+        nc: record.nc,
+        json: &record.json,
+    });
+    commit_rows(connection, rows)?;
+    let recovered = last_seq + newer.len() as u64;
+    tracing::info!(
+        events = newer.len(),
+        last_seq = recovered,
+        "room log: events written ahead before the last stop are in the history now"
+    );
+    Ok(recovered)
 }
 
 /// Records the newest seq in `meta`, so that deleting every event cannot make a seq be
@@ -977,6 +1228,40 @@ fn run_query(connection: &Connection, query: Query, bound: u64) -> rusqlite::Res
 mod tests {
     use super::*;
     use chat_protocol::Stamp;
+
+    #[test]
+    fn recovery_takes_only_written_ahead_events_that_follow_the_tables() {
+        let mut connection = Connection::open_in_memory().expect("open");
+        prepare_writer(&connection, &HistoryConfig::default()).expect("prepare");
+        let record = |seq: u64| ahead::Record {
+            seq,
+            ts_ms: seq as i64,
+            nc: true,
+            json: format!("{{\"seq\":{seq}}}"),
+        };
+        let stored = |connection: &Connection| -> Vec<i64> {
+            let mut query = connection
+                .prepare("SELECT seq FROM events ORDER BY seq")
+                .expect("prepare");
+            query
+                .query_map([], |row| row.get(0))
+                .expect("query")
+                .map(|seq| seq.expect("seq"))
+                .collect()
+        };
+        // Nothing in the tables yet: the file's events from seq 1 on are taken.
+        let held = vec![record(1), record(2)];
+        assert_eq!(recover(&mut connection, held, 0).expect("recover"), 2);
+        // Those the tables already hold are skipped, the rest taken.
+        let held = (1..=4).map(record).collect();
+        assert_eq!(recover(&mut connection, held, 2).expect("recover"), 4);
+        assert_eq!(stored(&connection), [1, 2, 3, 4]);
+        // A file that does not follow (a hole after seq 4) belongs to another database.
+        let held = vec![record(7), record(8)];
+        assert_eq!(recover(&mut connection, held, 4).expect("recover"), 4);
+        assert_eq!(stored(&connection), [1, 2, 3, 4]);
+        assert_eq!(last_seq(&connection).expect("last seq"), 4);
+    }
 
     #[test]
     fn times_are_written_as_humantime_writes_them() {

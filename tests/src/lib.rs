@@ -424,6 +424,8 @@ pub struct ServerProcess {
     pub metrics_addr: Option<SocketAddr>,
     /// Its log lines (stderr) after the one that says where it listens.
     log: std::sync::mpsc::Receiver<String>,
+    /// Its log lines up to that one: what it did at start.
+    pub startup_log: Vec<String>,
     /// Holds the room log's file (unless the test chose its own `--history-db`); removed
     /// when the test ends.
     pub dir: tempfile::TempDir,
@@ -496,9 +498,11 @@ impl ServerProcess {
             Some(addr.trim().parse().expect("a socket address"))
         };
         let (mut tls_addr, mut metrics_addr) = (None, None);
+        let mut startup_log = Vec::new();
         // The TLS and metrics addresses are logged before the plain one.
         let addr = loop {
             let line = log.recv_timeout(STEP).expect("the server logs its address");
+            startup_log.push(line.clone());
             tls_addr = tls_addr.or_else(|| after(&line, "listening for TLS on "));
             metrics_addr = metrics_addr.or_else(|| after(&line, "serving metrics on "));
             if let Some(addr) = after(&line, "listening on ") {
@@ -511,6 +515,7 @@ impl ServerProcess {
             tls_addr,
             metrics_addr,
             log,
+            startup_log,
             dir,
         }
     }
