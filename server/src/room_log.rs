@@ -10,7 +10,7 @@
 //! one per line. A group of more than a few events is one SQLite transaction; a small one
 //! (lines trickling in, one per group) is copied into the log's write-ahead file
 //! (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit) and reaches SQLite
-//! with the others gathered there within 20 ms, in one transaction: SQLite's work and a WAL
+//! with the others gathered there within 100 ms, in one transaction: SQLite's work and a WAL
 //! frame per line were most of what the log cost such a room. History reads and backups
 //! first have what waits there moved to SQLite; a restart after a kill moves what the file
 //! still holds. A commit in WAL mode without fsync is a couple of `pwrite`s, cheaper on the
@@ -67,10 +67,10 @@ use ahead::Ahead;
 /// write-ahead file): they already cost one commit for many events.
 const AHEAD_GROUP_MAX: usize = 16;
 /// Events that may wait in the write-ahead file; one more group moves them all to SQLite.
-const AHEAD_PENDING_MAX: usize = 256;
+const AHEAD_PENDING_MAX: usize = 1024;
 /// How long an event waits in the write-ahead file at most before the commit task moves
 /// it to SQLite (history reads and backups move it at once).
-const AHEAD_MOVE_AFTER: Duration = Duration::from_millis(20);
+const AHEAD_MOVE_AFTER: Duration = Duration::from_millis(100);
 
 /// Where the log lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -492,7 +492,7 @@ async fn lines_written_ahead_survive_kill_9() {
     let mut received = Vec::new();
     let recovered_marker = "written ahead before the last stop";
     // The kill must fall while lines wait in the write-ahead file, which holds them for at
-    // most 20 ms: it almost always does, and a round that finds nothing to recover (the
+    // most 100 ms: it almost always does, and a round that finds nothing to recover (the
     // move to SQLite came just before the kill) is tried again.
     let mut rounds = 0;
     loop {
