@@ -7,7 +7,7 @@
 //! mapping of this file (`FILE-ahead` beside the database): the copy lands in the kernel's
 //! page cache, so it survives the server being killed exactly as a commit without fsync
 //! does, and costs no system call. The commit task moves what gathered here into SQLite in
-//! one transaction every few milliseconds (or sooner: a history read, a backup, a larger
+//! one transaction within 100 ms or 1,024 events (or sooner: a history read, a backup, a larger
 //! group), then clears the file. At start the records still here (the server was killed
 //! before their group reached SQLite) are put into SQLite first.
 //!
