@@ -276,12 +276,7 @@ impl RoomLog {
             HistoryDb::Memory => (":memory:".to_string(), None),
             HistoryDb::File(path) => {
                 let shown = path.display();
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(path)
+                let file = open_or_create(path)
                     .with_context(|| format!("cannot open history database {shown}"))?;
                 match file.try_lock() {
                     Ok(()) => {}
@@ -728,6 +723,17 @@ async fn commit_loop(log: Arc<RoomLog>) {
             armed = due;
         }
     }
+}
+
+/// Opens `path` for reading and writing, creating it empty if it does not exist (and
+/// never truncating it): the database file and its write-ahead file.
+fn open_or_create(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// Opens one connection to the log. A file is opened through SQLite's `unix-excl` VFS: the

@@ -63,12 +63,7 @@ impl Ahead {
     /// SQLite. A file that is not one of ours is an error, never overwritten.
     pub fn open(path: &Path) -> anyhow::Result<(File, Vec<Record>)> {
         let shown = path.display();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let file = super::open_or_create(path)
             .with_context(|| format!("cannot open the room log's write-ahead file {shown}"))?;
         let held = std::fs::read(path)
             .with_context(|| format!("cannot read the room log's write-ahead file {shown}"))?;
