@@ -10,10 +10,11 @@
 //! one per line. A group of more than a few events is one SQLite transaction; a small one
 //! (lines trickling in, one per group) is copied into the log's write-ahead file
 //! (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit) and reaches SQLite
-//! with the others gathered there within 100 ms, in one transaction: SQLite's work and a WAL
-//! frame per line were most of what the log cost such a room. History reads and backups
-//! first have what waits there moved to SQLite; a restart after a kill moves what the file
-//! still holds. A commit in WAL mode without fsync is a couple of `pwrite`s, cheaper on the
+//! with the others gathered there within 100 ms, in one transaction on the blocking pool
+//! while new lines go into the file's other half: SQLite's work and a WAL frame per line
+//! were most of what the log cost such a room, and a move on the runtime held up the lines
+//! behind it. History reads and backups first have what waits there moved to SQLite; a
+//! restart after a kill moves what the file still holds. A commit in WAL mode without fsync is a couple of `pwrite`s, cheaper on the
 //! runtime's own thread than handing every group to another thread and back (which cost
 //! two wake-ups and an idle runtime per group); with `--history-sync full` each commit
 //! waits for a disk flush, so it runs on the blocking pool instead, and nothing is written
@@ -173,6 +174,9 @@ pub struct RoomLog {
     tables_caught_up: Notify,
     /// Asks the commit task to move the write-ahead file's events into SQLite now.
     move_now: Notify,
+    /// The move into SQLite under way on the blocking pool, if any: one at a time, in seq
+    /// order (see [`RoomLog::move_ahead`]).
+    moving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Newest seq committed (in SQLite or the write-ahead file); the commit task raises it
     /// and then wakes `commits`.
     committed: AtomicU64,
@@ -356,6 +360,7 @@ impl RoomLog {
                 in_tables: AtomicU64::new(last_seq),
                 tables_caught_up: Notify::new(),
                 move_now: Notify::new(),
+                moving: Mutex::new(None),
                 committed: AtomicU64::new(last_seq),
                 commits: Notify::new(),
                 delivered: AtomicU64::new(last_seq),
@@ -520,6 +525,9 @@ impl RoomLog {
         // The commit's latency, as the room waits for it: retries included.
         let started = std::time::Instant::now();
         if let Err(group) = self.write_ahead(group) {
+            // Into SQLite with everything before it: after the move under way, if any, with
+            // what waits in the write-ahead file.
+            self.finish_move().await;
             let mut all = self.take_pending();
             all.extend(group);
             self.commit_to_tables(all).await;
@@ -582,12 +590,69 @@ impl RoomLog {
         ahead.as_ref().and_then(|state| state.due)
     }
 
-    /// Moves the events waiting in the write-ahead file into SQLite.
+    /// Starts moving the events waiting in the write-ahead file into SQLite, on the blocking
+    /// pool: new lines go on being written ahead (into the file's other half) meanwhile, so
+    /// the room never waits for SQLite. Moves run one at a time: if the last one has not
+    /// ended, it is waited for first.
     async fn move_ahead(self: &Arc<Self>) {
-        let pending = self.take_pending();
-        if !pending.is_empty() {
-            self.commit_to_tables(pending).await;
+        let has_pending = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|state| !state.pending.is_empty());
+        if !has_pending {
+            return;
         }
+        self.finish_move().await;
+        let moved = {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            ahead.as_mut().and_then(|state| {
+                // The other half is empty now that no move is under way.
+                let half = state.file.switch()?;
+                state.due = None;
+                Some((std::mem::take(&mut state.pending), half))
+            })
+        };
+        let Some((entries, half)) = moved else {
+            return;
+        };
+        let log = self.clone();
+        let task = tokio::task::spawn_blocking(move || log.move_into_tables(entries, half));
+        *self.moving.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Waits for the move under way, if any.
+    async fn finish_move(&self) {
+        let task = self.moving.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "room log move into SQLite failed");
+        }
+    }
+
+    /// Commits `entries`, the records of the write-ahead file's `half`, into SQLite (on the
+    /// blocking pool; retrying while the disk refuses), then clears that half.
+    fn move_into_tables(&self, entries: Vec<Entry>, half: usize) {
+        let Some(newest) = entries.last().map(|entry| entry.seq) else {
+            return;
+        };
+        let mut delay = Duration::from_millis(10);
+        while let Err(e) = commit(&mut self.db(), &entries) {
+            tracing::error!(error = %e, events = entries.len(), "cannot write the room log; retrying");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+        if let Some(state) = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            state.file.clear(half);
+        }
+        self.tables_hold(newest, entries.len());
     }
 
     /// Commits `entries` (everything the write-ahead file holds among them) into SQLite in
@@ -644,18 +709,26 @@ impl RoomLog {
                 }
             }
         }
+        // Called with no move under way: whatever the write-ahead file holds is in the half
+        // being written, and among `entries`.
         if let Some(state) = self
             .ahead
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
         {
-            state.file.clear();
+            let half = state.file.active();
+            state.file.clear(half);
         }
+        self.tables_hold(newest, entries.len());
+    }
+
+    /// Records a commit of `events` events into SQLite, up to `newest`.
+    fn tables_hold(&self, newest: u64, events: usize) {
         self.unfolded.commits.fetch_add(1, Ordering::Relaxed);
         self.unfolded
             .events
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            .fetch_add(events as u64, Ordering::Relaxed);
         self.in_tables.fetch_max(newest, Ordering::Release);
         self.tables_caught_up.notify_waiters();
     }
@@ -711,6 +784,7 @@ async fn commit_loop(log: Arc<RoomLog>) {
             _ = log.closing.cancelled() => {
                 log.commit_group(log.take_group()).await;
                 log.move_ahead().await;
+                log.finish_move().await;
                 tracing::debug!("room log closed");
                 return;
             }

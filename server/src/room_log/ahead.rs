@@ -6,16 +6,21 @@
 //! largest part of what the log costs there. Instead each line is copied into a shared
 //! mapping of this file (`FILE-ahead` beside the database): the copy lands in the kernel's
 //! page cache, so it survives the server being killed exactly as a commit without fsync
-//! does, and costs no system call. The commit task moves what gathered here into SQLite in
-//! one transaction within 100 ms or 1,024 events (or sooner: a history read, a backup, a larger
-//! group), then clears the file. At start the records still here (the server was killed
-//! before their group reached SQLite) are put into SQLite first.
+//! does, and costs no system call. What gathered here moves into SQLite in one transaction
+//! within 100 ms or 1,024 events (or sooner: a history read, a backup, a larger group), on
+//! the blocking pool while new lines go on being written here.
 //!
-//! **Format.** A 16-byte magic, then records from offset 16: `len` (u32), `sum` (u64,
-//! FNV-1a of the body), then the `len`-byte body: `seq` (u64), `ts_ms` (i64), `nc` (u8)
-//! and the event's JSON line; little-endian. The space after the last record is zeros. A
-//! record's `len` is stored last, behind a fence, so a record cut short by the process
-//! dying reads as the end; `sum` catches one cut short by a power loss.
+//! So the file has two halves. Lines are written into one until its move starts, then into
+//! the other while that move runs; the first half is cleared once SQLite holds its lines,
+//! ready for the next switch. At start the records still in either half (the server was
+//! killed before they reached SQLite) are put into SQLite first, in seq order.
+//!
+//! **Format.** A 16-byte magic, then the two halves, each records from its start: `len`
+//! (u32), `sum` (u64, FNV-1a of the body), then the `len`-byte body: `seq` (u64), `ts_ms`
+//! (i64), `nc` (u8) and the event's JSON line; little-endian. The space after a half's last
+//! record is zeros. A record's `len` is stored last, behind a fence, so a record cut short
+//! by the process dying reads as the end of its half; `sum` catches one cut short by a
+//! power loss.
 
 use anyhow::{Context, bail};
 use memmap2::MmapMut;
@@ -23,9 +28,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"chat-log-ahead/1";
-/// The file's size: room for some 4,000 chat lines, far more than gather between two
-/// moves into SQLite (a group that does not fit goes to SQLite directly).
+/// The file's size: each half has room for some 2,000 chat lines, more than gather between
+/// two moves into SQLite (a group that does not fit goes to SQLite directly).
 pub const BYTES: usize = 1 << 20;
+/// Each half's size, and where each starts.
+const HALF: usize = (BYTES - MAGIC.len()) / 2;
+const HALVES: [usize; 2] = [MAGIC.len(), MAGIC.len() + HALF];
 /// `len` and `sum`.
 const RECORD_HEAD: usize = 4 + 8;
 /// `seq`, `ts_ms` and `nc`.
@@ -44,8 +52,10 @@ pub struct Record {
 /// The open write-ahead file, mapped.
 pub struct Ahead {
     map: MmapMut,
-    /// Where the next record goes.
-    at: usize,
+    /// The half that records are written into.
+    active: usize,
+    /// Where each half's next record goes (its start while it is empty).
+    at: [usize; 2],
     /// Kept open for as long as it is mapped.
     _file: File,
 }
@@ -58,7 +68,7 @@ pub fn path_for(db: &Path) -> PathBuf {
 }
 
 impl Ahead {
-    /// Opens the file at `path` (creating it) and reads the records it holds, oldest first.
+    /// Opens the file at `path` (creating it) and reads the records it holds, in seq order.
     /// They stay in the file until [`Ahead::start_empty`]: the caller first puts them into
     /// SQLite. A file that is not one of ours is an error, never overwritten.
     pub fn open(path: &Path) -> anyhow::Result<(File, Vec<Record>)> {
@@ -75,7 +85,15 @@ impl Ahead {
                 "{shown} is not a chat-server write-ahead file; move it away (it is named after --history-db)"
             );
         }
-        Ok((file, read_records(&held[MAGIC.len()..])))
+        // Both halves (a file cut shorter than ours reads as far as it goes).
+        let mut records = Vec::new();
+        for start in HALVES {
+            if let Some(half) = held.get(start..(start + HALF).min(held.len())) {
+                records.extend(read_records(half));
+            }
+        }
+        records.sort_by_key(|record| record.seq);
+        Ok((file, records))
     }
 
     /// Empties `file` (its records are in SQLite now) and maps it for writing.
@@ -92,7 +110,8 @@ impl Ahead {
         map[..MAGIC.len()].copy_from_slice(MAGIC);
         Ok(Ahead {
             map,
-            at: MAGIC.len(),
+            active: 0,
+            at: HALVES,
             _file: file,
         })
     }
@@ -102,9 +121,9 @@ impl Ahead {
         RECORD_HEAD + BODY_FIXED + json_len
     }
 
-    /// Bytes still free for records.
+    /// Bytes still free for records in the half being written.
     pub fn room(&self) -> usize {
-        self.map.len() - self.at
+        HALVES[self.active] + HALF - self.at[self.active]
     }
 
     /// Writes one record; the caller checked [`Ahead::room`] (a record that does not fit is
@@ -117,7 +136,8 @@ impl Ahead {
         if total > self.room() {
             return false;
         }
-        let record = &mut self.map[self.at..self.at + total];
+        let at = self.at[self.active];
+        let record = &mut self.map[at..at + total];
         let body = &mut record[RECORD_HEAD..];
         body[..8].copy_from_slice(&seq.to_le_bytes());
         body[8..16].copy_from_slice(&ts_ms.to_le_bytes());
@@ -128,21 +148,39 @@ impl Ahead {
         // The length last: until it is stored the record reads as the end of the file.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         record[..4].copy_from_slice(&len.to_le_bytes());
-        self.at += total;
+        self.at[self.active] += total;
         true
     }
 
-    /// Forgets every record: they are all in SQLite now. The first record's length goes
-    /// first, so a server killed halfway finds an empty file, not a partial one.
-    pub fn clear(&mut self) {
-        let start = MAGIC.len();
-        if self.at == start {
+    /// Starts writing into the other half, if it is empty, and returns the half written so
+    /// far, to be [cleared](Ahead::clear) once SQLite holds its records. `None` while the
+    /// other half still holds records (its move has not ended): writing goes on here.
+    pub fn switch(&mut self) -> Option<usize> {
+        let other = 1 - self.active;
+        if self.at[other] != HALVES[other] {
+            return None;
+        }
+        let written = self.active;
+        self.active = other;
+        Some(written)
+    }
+
+    /// The half records are written into now.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Forgets every record of `half`: they are all in SQLite now. The first record's
+    /// length goes first, so a server killed halfway finds the half empty, not partial.
+    pub fn clear(&mut self, half: usize) {
+        let (start, end) = (HALVES[half], self.at[half]);
+        if end == start {
             return;
         }
         self.map[start..start + 4].fill(0);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.map[start + 4..self.at].fill(0);
-        self.at = start;
+        self.map[start + 4..end].fill(0);
+        self.at[half] = start;
     }
 }
 
@@ -202,6 +240,10 @@ mod tests {
         Ahead::open(path).expect("reopen").1
     }
 
+    fn seqs(path: &Path) -> Vec<u64> {
+        reopened(path).iter().map(|record| record.seq).collect()
+    }
+
     #[test]
     fn records_written_are_read_back_after_the_writer_is_gone() {
         let path = temp_path("roundtrip");
@@ -233,19 +275,38 @@ mod tests {
     }
 
     #[test]
-    fn a_cleared_file_holds_nothing_and_fills_again_from_the_start() {
+    fn a_cleared_half_holds_nothing_and_fills_again_from_its_start() {
         let path = temp_path("clear");
         let (file, _) = Ahead::open(&path).expect("open");
         let mut ahead = Ahead::start_empty(file, &path).expect("map");
         assert!(ahead.append(1, 1, true, b"{}"));
-        ahead.clear();
+        let first = ahead.switch().expect("the other half is empty");
+        ahead.clear(first);
         assert!(reopened(&path).is_empty());
         assert!(ahead.append(2, 2, true, b"{\"x\":1}"));
-        assert_eq!(
-            reopened(&path).iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [2]
-        );
-        assert_eq!(ahead.room(), BYTES - MAGIC.len() - Ahead::record_len(7));
+        assert_eq!(seqs(&path), [2]);
+        assert_eq!(ahead.room(), HALF - Ahead::record_len(7));
+    }
+
+    #[test]
+    fn both_halves_are_read_back_in_seq_order() {
+        let path = temp_path("halves");
+        let (file, _) = Ahead::open(&path).expect("open");
+        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        assert!(ahead.append(1, 1, true, b"{}"));
+        assert!(ahead.append(2, 2, true, b"{}"));
+        let first = ahead.switch().expect("the other half is empty");
+        assert!(ahead.append(3, 3, true, b"{}"));
+        // The first half's move has not ended: no switch back onto it.
+        assert_eq!(ahead.switch(), None);
+        assert!(ahead.append(4, 4, true, b"{}"));
+        // Killed now, both halves come back, in seq order.
+        assert_eq!(seqs(&path), [1, 2, 3, 4]);
+        ahead.clear(first);
+        assert_eq!(ahead.switch(), Some(1 - first));
+        assert_eq!(ahead.active(), first);
+        assert!(ahead.append(5, 5, true, b"{}"));
+        assert_eq!(seqs(&path), [3, 4, 5]);
     }
 
     #[test]
@@ -273,7 +334,7 @@ mod tests {
         let path = temp_path("full");
         let (file, _) = Ahead::open(&path).expect("open");
         let mut ahead = Ahead::start_empty(file, &path).expect("map");
-        let big = vec![b'x'; BYTES];
+        let big = vec![b'x'; HALF];
         assert!(!ahead.append(1, 0, true, &big));
         assert!(reopened(&path).is_empty());
     }
