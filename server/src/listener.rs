@@ -197,17 +197,16 @@ impl Server {
             }
             return Ok(());
         };
+        // What the log has committed is delivered by its commit task, right after each
+        // commit: no task of its own to wake per line. (Weak: the hub holds the log.)
+        let to_hub = Arc::downgrade(&hub);
+        log.on_commit(move |committed| {
+            if let Some(hub) = to_hub.upgrade() {
+                hub.deliver_committed(committed);
+            }
+        });
         log.start();
-        // Delivers what the log has committed, on the runtime, until every session is over.
-        let deliveries = CancellationToken::new();
-        let delivery = tokio::spawn(deliver_commits(
-            hub.clone(),
-            log.clone(),
-            deliveries.clone(),
-        ));
         serve(listener, tls, hub.clone(), config, shutdown).await;
-        deliveries.cancel();
-        delivery.await?;
         if let Some(metrics) = metrics {
             let _ = metrics.await;
         }
@@ -245,17 +244,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     Server::open(config)?.run(listener, shutdown).await
-}
-
-/// After each commit, has the hub deliver what is now in the log.
-async fn deliver_commits(hub: Arc<Hub>, log: Arc<RoomLog>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            biased;
-            committed = log.committed() => hub.deliver_committed(committed),
-            _ = stop.cancelled() => return,
-        }
-    }
 }
 
 /// What every connection's task needs, shared.

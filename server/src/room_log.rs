@@ -4,9 +4,9 @@
 //! **Write-ahead, in groups.** The hub gives each event its `seq` and appends it here. A
 //! commit task on the runtime wakes once per turn of the runtime in which events were
 //! appended, lets the other tasks woken in that turn run first (so everything read in one
-//! go joins the same group), commits the group, and then wakes the delivery task
-//! ([`RoomLog::committed`]), which only then has the hub deliver those events. So no user
-//! ever receives a line that is not in the log, and a burst of lines costs one commit, not
+//! go joins the same group), commits the group, and only then has the hub deliver those
+//! events ([`RoomLog::on_commit`], in the same turn: a task woken for it cost a turn per
+//! line). So no user ever receives a line that is not in the log, and a burst of lines costs one commit, not
 //! one per line. A group of more than a few events is one SQLite transaction; a small one
 //! (lines trickling in, one per group) is copied into the log's write-ahead file
 //! (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit) and reaches SQLite
@@ -56,7 +56,7 @@ use chat_protocol::ServerEvent;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -180,6 +180,9 @@ pub struct RoomLog {
     /// Newest seq committed (in SQLite or the write-ahead file); the commit task raises it
     /// and then wakes `commits`.
     committed: AtomicU64,
+    /// Called by the commit task with the newest seq after each commit: the server has the
+    /// hub deliver there, in the same turn, instead of waking a task of its own for it.
+    on_commit: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     commits: Notify,
     /// Newest seq delivered to users: answers never go past it, so an answer holds only
     /// events its asker has been sent (or missed) already.
@@ -362,6 +365,7 @@ impl RoomLog {
                 move_now: Notify::new(),
                 moving: Mutex::new(None),
                 committed: AtomicU64::new(last_seq),
+                on_commit: OnceLock::new(),
                 commits: Notify::new(),
                 delivered: AtomicU64::new(last_seq),
                 closing: CancellationToken::new(),
@@ -539,6 +543,15 @@ impl RoomLog {
         metrics.history_events.increment(events);
         self.committed.fetch_max(newest, Ordering::Release);
         self.commits.notify_one();
+        if let Some(on_commit) = self.on_commit.get() {
+            on_commit(newest);
+        }
+    }
+
+    /// Has the commit task call `deliver` with the newest seq committed after each commit
+    /// (before [`RoomLog::start`]; once).
+    pub fn on_commit(&self, deliver: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.on_commit.set(Box::new(deliver));
     }
 
     /// Writes `group` into the write-ahead file and keeps it for SQLite; gives it back if
