@@ -6,19 +6,19 @@
 //! appended, lets the other tasks woken in that turn run first (so everything read in one
 //! go joins the same group), commits the group, and only then has the hub deliver those
 //! events ([`RoomLog::on_commit`], in the same turn: a task woken for it cost a turn per
-//! line). So no user ever receives a line that is not in the log, and a burst of lines costs one commit, not
-//! one per line. A group of more than a few events is one SQLite transaction; a small one
-//! (lines trickling in, one per group) is copied into the log's write-ahead file
-//! (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit) and reaches SQLite
-//! with the others gathered there within 100 ms, in one transaction on the blocking pool
-//! while new lines go into the file's other half: SQLite's work and a WAL frame per line
-//! were most of what the log cost such a room, and a move on the runtime held up the lines
-//! behind it. History reads and backups first have what waits there moved to SQLite; a
-//! restart after a kill moves what the file still holds. A commit in WAL mode without fsync is a couple of `pwrite`s, cheaper on the
-//! runtime's own thread than handing every group to another thread and back (which cost
-//! two wake-ups and an idle runtime per group); with `--history-sync full` each commit
-//! waits for a disk flush, so it runs on the blocking pool instead, and nothing is written
-//! ahead.
+//! line). So no user ever receives a line that is not in the log, and a burst of lines
+//! costs one commit, not one per line. A group of more than a few events is one SQLite
+//! transaction; a small one (lines trickling in, one per group) is copied into the log's
+//! write-ahead file (`ahead.rs`, `FILE-ahead`, in the page cache like an unsynced commit)
+//! and reaches SQLite with the others gathered there within 100 ms, in one transaction on
+//! the blocking pool while new lines go into the file's other half: SQLite's work and a WAL
+//! frame per line were most of what the log cost such a room, and a move on the runtime
+//! held up the lines behind it. History reads and backups first have what waits there moved
+//! to SQLite; a restart after a kill moves what the file still holds. A commit in WAL mode
+//! without fsync is a couple of `pwrite`s, cheaper on the runtime's own thread than handing
+//! every group to another thread and back (which cost two wake-ups and an idle runtime per
+//! group); with `--history-sync full` each commit waits for a disk flush, so it runs on the
+//! blocking pool instead, and nothing is written ahead.
 //!
 //! **Durability.** WAL mode. With `synchronous=NORMAL` (the default) a commit is written to
 //! the WAL file (or the write-ahead file) but not fsynced: it survives the server being
