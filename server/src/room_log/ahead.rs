@@ -145,7 +145,7 @@ impl Ahead {
         body[BODY_FIXED..].copy_from_slice(json);
         let sum = fnv1a(body);
         record[4..RECORD_HEAD].copy_from_slice(&sum.to_le_bytes());
-        // The length last: until it is stored the record reads as the end of the file.
+        // The length last: until it is stored the record reads as the end of its half.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         record[..4].copy_from_slice(&len.to_le_bytes());
         self.at[self.active] += total;
