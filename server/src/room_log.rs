@@ -178,12 +178,11 @@ pub struct RoomLog {
     /// order (see [`RoomLog::move_ahead`]).
     moving: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Newest seq committed (in SQLite or the write-ahead file); the commit task raises it
-    /// and then wakes `commits`.
+    /// and then calls `on_commit`.
     committed: AtomicU64,
     /// Called by the commit task with the newest seq after each commit: the server has the
     /// hub deliver there, in the same turn, instead of waking a task of its own for it.
     on_commit: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
-    commits: Notify,
     /// Newest seq delivered to users: answers never go past it, so an answer holds only
     /// events its asker has been sent (or missed) already.
     delivered: AtomicU64,
@@ -366,7 +365,6 @@ impl RoomLog {
                 moving: Mutex::new(None),
                 committed: AtomicU64::new(last_seq),
                 on_commit: OnceLock::new(),
-                commits: Notify::new(),
                 delivered: AtomicU64::new(last_seq),
                 closing: CancellationToken::new(),
                 commit_task: Mutex::new(None),
@@ -386,13 +384,6 @@ impl RoomLog {
         if appended.len() == 1 {
             self.wake_commit.notify_one();
         }
-    }
-
-    /// Waits for the next commit and returns the newest seq committed. Commits that happen
-    /// while nobody waits are not lost: the next wait returns at once with the newest.
-    pub async fn committed(&self) -> u64 {
-        self.commits.notified().await;
-        self.committed.load(Ordering::Acquire)
     }
 
     /// The newest seq committed so far.
@@ -542,7 +533,6 @@ impl RoomLog {
             .record(started.elapsed().as_secs_f64());
         metrics.history_events.increment(events);
         self.committed.fetch_max(newest, Ordering::Release);
-        self.commits.notify_one();
         if let Some(on_commit) = self.on_commit.get() {
             on_commit(newest);
         }
@@ -1419,8 +1409,17 @@ mod tests {
         (dir, config)
     }
 
+    /// Starts `log`'s commit task with a notice of each commit, for [`commit_line`].
+    fn start_telling_commits(log: &Arc<RoomLog>) -> Arc<Notify> {
+        let commits = Arc::new(Notify::new());
+        let told = commits.clone();
+        log.on_commit(move |_| told.notify_one());
+        log.start();
+        commits
+    }
+
     /// Appends one chat line as event `seq` and waits until it is committed.
-    async fn commit_line(log: &RoomLog, seq: u64) {
+    async fn commit_line(log: &RoomLog, commits: &Notify, seq: u64) {
         let line = Rendered::new(ServerEvent::Chat {
             addr: "127.0.0.1:1".into(),
             name: "alice".into(),
@@ -1436,7 +1435,7 @@ mod tests {
             line,
         });
         while log.committed_now() < seq {
-            tokio::time::timeout(Duration::from_secs(10), log.committed())
+            tokio::time::timeout(Duration::from_secs(10), commits.notified())
                 .await
                 .expect("the commit happens");
         }
@@ -1450,13 +1449,13 @@ mod tests {
         let (dir, config) = log_in_temp_dir("trickle");
         let wal = dir.join("history.sqlite3-wal");
         let log = RoomLog::open(&config).expect("open").into_log();
-        log.start();
+        let told = start_telling_commits(&log);
         // A line every 50 ms (a slow room) for 2.5 fold periods.
         let started = std::time::Instant::now();
         let mut seq = 0;
         while started.elapsed() < FOLD_AT_LEAST_EVERY * 5 / 2 {
             seq += 1;
-            commit_line(&log, seq).await;
+            commit_line(&log, &told, seq).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let restarts = wal_restarts(&wal);
@@ -1479,7 +1478,7 @@ mod tests {
         let (dir, config) = log_in_temp_dir("endless");
         let wal = dir.join("history.sqlite3-wal");
         let log = RoomLog::open(&config).expect("open").into_log();
-        log.start();
+        let told = start_telling_commits(&log);
         // Each commit adds at least one page, so without the checkpoint thread's final
         // checkpoint the WAL never starts over under endless commits.
         let restarts = || wal_restarts(&wal);
@@ -1495,7 +1494,7 @@ mod tests {
             );
             commits += 1_000;
             for seq in commits - 999..=commits {
-                commit_line(&log, seq).await;
+                commit_line(&log, &told, seq).await;
             }
         }
         // Started over, the file is reused: it never grew far past the high-water mark.
