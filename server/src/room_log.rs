@@ -647,15 +647,7 @@ impl RoomLog {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(1));
         }
-        if let Some(state) = self
-            .ahead
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            state.file.clear(half);
-        }
-        self.tables_hold(newest, entries.len());
+        self.tables_hold(newest, entries.len(), Some(half));
     }
 
     /// Commits `entries` (everything the write-ahead file holds among them) into SQLite in
@@ -714,20 +706,22 @@ impl RoomLog {
         }
         // Called with no move under way: whatever the write-ahead file holds is in the half
         // being written, and among `entries`.
+        self.tables_hold(newest, entries.len(), None);
+    }
+
+    /// Records a commit of `events` events into SQLite, up to `newest`, and clears the
+    /// write-ahead file's half that held those it held: `half`, or (`None`) the one being
+    /// written.
+    fn tables_hold(&self, newest: u64, events: usize, half: Option<usize>) {
         if let Some(state) = self
             .ahead
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
         {
-            let half = state.file.active();
+            let half = half.unwrap_or(state.file.active());
             state.file.clear(half);
         }
-        self.tables_hold(newest, entries.len());
-    }
-
-    /// Records a commit of `events` events into SQLite, up to `newest`.
-    fn tables_hold(&self, newest: u64, events: usize) {
         self.unfolded.commits.fetch_add(1, Ordering::Relaxed);
         self.unfolded
             .events
