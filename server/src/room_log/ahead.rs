@@ -236,6 +236,15 @@ mod tests {
         dir.join("log-ahead")
     }
 
+    /// A new, empty write-ahead file of this test's own, mapped.
+    fn fresh(test: &str) -> (PathBuf, Ahead) {
+        let path = temp_path(test);
+        let (file, held) = Ahead::open(&path).expect("open");
+        assert!(held.is_empty());
+        let ahead = Ahead::start_empty(file, &path).expect("map");
+        (path, ahead)
+    }
+
     fn reopened(path: &Path) -> Vec<Record> {
         Ahead::open(path).expect("reopen").1
     }
@@ -246,10 +255,7 @@ mod tests {
 
     #[test]
     fn records_written_are_read_back_after_the_writer_is_gone() {
-        let path = temp_path("roundtrip");
-        let (file, held) = Ahead::open(&path).expect("open");
-        assert!(held.is_empty());
-        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        let (path, mut ahead) = fresh("roundtrip");
         assert!(ahead.append(7, 1_000, true, br#"{"type":"chat","text":"a"}"#));
         assert!(ahead.append(8, 1_001, false, br#"{"type":"rename"}"#));
         // Dropped without any flush or sync: the bytes are in the page cache already.
@@ -276,9 +282,7 @@ mod tests {
 
     #[test]
     fn a_cleared_half_holds_nothing_and_fills_again_from_its_start() {
-        let path = temp_path("clear");
-        let (file, _) = Ahead::open(&path).expect("open");
-        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        let (path, mut ahead) = fresh("clear");
         assert!(ahead.append(1, 1, true, b"{}"));
         let first = ahead.switch().expect("the other half is empty");
         ahead.clear(first);
@@ -290,9 +294,7 @@ mod tests {
 
     #[test]
     fn both_halves_are_read_back_in_seq_order() {
-        let path = temp_path("halves");
-        let (file, _) = Ahead::open(&path).expect("open");
-        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        let (path, mut ahead) = fresh("halves");
         assert!(ahead.append(1, 1, true, b"{}"));
         assert!(ahead.append(2, 2, true, b"{}"));
         let first = ahead.switch().expect("the other half is empty");
@@ -311,9 +313,7 @@ mod tests {
 
     #[test]
     fn reading_stops_at_a_torn_or_damaged_record() {
-        let path = temp_path("torn");
-        let (file, _) = Ahead::open(&path).expect("open");
-        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        let (path, mut ahead) = fresh("torn");
         for seq in 1..=3 {
             assert!(ahead.append(seq, 0, true, b"{\"type\":\"chat\"}"));
         }
@@ -331,9 +331,7 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_fit_is_not_written() {
-        let path = temp_path("full");
-        let (file, _) = Ahead::open(&path).expect("open");
-        let mut ahead = Ahead::start_empty(file, &path).expect("map");
+        let (path, mut ahead) = fresh("full");
         let big = vec![b'x'; HALF];
         assert!(!ahead.append(1, 0, true, &big));
         assert!(reopened(&path).is_empty());
