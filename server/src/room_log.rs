@@ -174,6 +174,8 @@ pub struct RoomLog {
     tables_caught_up: Notify,
     /// Asks the commit task to move the write-ahead file's events into SQLite now.
     move_now: Notify,
+    /// Told each time a retention sweep starts (tests wait for one to be under way).
+    sweep_began: Notify,
     /// The move into SQLite under way on the blocking pool, if any: one at a time, in seq
     /// order (see [`RoomLog::move_ahead`]).
     moving: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -362,6 +364,7 @@ impl RoomLog {
                 in_tables: AtomicU64::new(last_seq),
                 tables_caught_up: Notify::new(),
                 move_now: Notify::new(),
+                sweep_began: Notify::new(),
                 moving: Mutex::new(None),
                 committed: AtomicU64::new(last_seq),
                 on_commit: OnceLock::new(),
@@ -748,7 +751,14 @@ impl RoomLog {
 }
 
 /// Commits each group as it forms, moves what waits in the write-ahead file into SQLite
-/// when it is due or asked for, and runs retention at least every `sweep_every`.
+/// when it is due or asked for, and starts retention at least every `sweep_every`.
+///
+/// A sweep runs on the blocking pool while commits go on: the loop never waits for one
+/// (it deletes in chunks that take the writer's connection in turn with commits into
+/// SQLite, and delivery waits only for commits). The timers are polled before the commit
+/// wake-up: with several workers, sessions on the others can store a wake-up during every
+/// commit, and a wake-up always ready and polled first would keep retention and moves from
+/// ever running.
 async fn commit_loop(log: Arc<RoomLog>) {
     let every = log.config.sweep_every;
     let sweep_at = tokio::time::sleep(every);
@@ -757,33 +767,46 @@ async fn commit_loop(log: Arc<RoomLog>) {
     tokio::pin!(move_at);
     // When `move_at` is set for, if anything waits in the write-ahead file.
     let mut armed = None;
+    // The sweep under way, if any: one at a time.
+    let mut sweeping: Option<tokio::task::JoinHandle<rusqlite::Result<()>>> = None;
     loop {
         tokio::select! {
             biased;
+            _ = log.closing.cancelled() => {
+                log.commit_group(log.take_group()).await;
+                log.move_ahead().await;
+                log.finish_move().await;
+                if let Some(sweep) = sweeping.take() {
+                    let _ = sweep.await;
+                }
+                tracing::debug!("room log closed");
+                return;
+            }
+            _ = &mut sweep_at => {
+                sweep_at.as_mut().reset(tokio::time::Instant::now() + every);
+                if sweeping.is_none() {
+                    let sweeper = log.clone();
+                    // Only what SQLite holds: the newest seq it records must be in its tables.
+                    let newest = log.in_tables.load(Ordering::Acquire);
+                    sweeping = Some(tokio::task::spawn_blocking(move || sweep(&sweeper, newest)));
+                    log.sweep_began.notify_one();
+                }
+            }
+            swept = async { sweeping.as_mut().expect("only when sweeping").await }, if sweeping.is_some() => {
+                sweeping = None;
+                match swept {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "history retention sweep failed"),
+                    Err(e) => tracing::error!(error = %e, "history retention sweep task failed"),
+                }
+            }
+            _ = &mut move_at, if armed.is_some() => log.move_ahead().await,
+            _ = log.move_now.notified() => log.move_ahead().await,
             _ = log.wake_commit.notified() => {
                 // The sessions woken in this turn of the runtime run first and append what
                 // they read: one group, one commit.
                 behind_the_woken().await;
                 log.commit_group(log.take_group()).await;
-            }
-            _ = &mut move_at, if armed.is_some() => log.move_ahead().await,
-            _ = log.move_now.notified() => log.move_ahead().await,
-            _ = &mut sweep_at => {
-                sweep_at.as_mut().reset(tokio::time::Instant::now() + every);
-                let sweeper = log.clone();
-                // Only what SQLite holds: the newest seq it records must be in its tables.
-                let newest = log.in_tables.load(Ordering::Acquire);
-                let swept = tokio::task::spawn_blocking(move || sweep(&sweeper, newest)).await;
-                if let Ok(Err(e)) = swept {
-                    tracing::error!(error = %e, "history retention sweep failed");
-                }
-            }
-            _ = log.closing.cancelled() => {
-                log.commit_group(log.take_group()).await;
-                log.move_ahead().await;
-                log.finish_move().await;
-                tracing::debug!("room log closed");
-                return;
             }
         }
         let due = log.move_due();
@@ -1433,6 +1456,38 @@ mod tests {
                 .await
                 .expect("the commit happens");
         }
+    }
+
+    /// Retention runs beside the room, never in front of it: while a sweep waits for the
+    /// database (held here, as a long sweep holds it chunk after chunk), lines are still
+    /// committed, so delivered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lines_are_committed_while_a_sweep_waits_for_the_database() {
+        let (dir, mut config) = log_in_temp_dir("sweep-aside");
+        config.sweep_every = Duration::from_millis(20);
+        config.max_events = 1;
+        let log = RoomLog::open(&config).expect("open").into_log();
+        let writer = log.db.clone();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held, is_held) = tokio::sync::oneshot::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _db = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = held.send(());
+            let _ = released.recv();
+        });
+        is_held.await.expect("the holder holds the database");
+        let told = start_telling_commits(&log);
+        tokio::time::timeout(Duration::from_secs(10), log.sweep_began.notified())
+            .await
+            .expect("a sweep starts");
+        for seq in 1..=3 {
+            commit_line(&log, &told, seq).await;
+        }
+        let _ = release.send(());
+        holder.join().expect("holder");
+        log.close().await;
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A trickle of lines (one commit each) is folded in within [`FOLD_AT_LEAST_EVERY`],
