@@ -178,6 +178,30 @@ async fn bad_history_requests_are_refused() {
     server.stop().await;
 }
 
+/// Without a limit a page holds 100 events; a larger limit is cut to 500.
+#[tokio::test]
+async fn history_pages_hold_100_events_by_default_and_500_at_most() {
+    let server = TestServer::start().await;
+    let mut nc = server.join().await;
+    for i in 0..600 {
+        nc.send(&format!("line {i}")).await;
+    }
+    let a = nc.addr.clone();
+    nc.skip_until(&said(&a, &a, "line 599")).await;
+    // The nc user's join, 600 lines, the bot's join.
+    let mut bot = server.join_json().await;
+    let (events, more, gap) = ask(&mut bot, &history(None, None, None)).await;
+    assert_eq!(seqs(&events), (503..=602).collect::<Vec<_>>());
+    assert!(more && !gap);
+    let (events, more, gap) = ask(&mut bot, &history(None, None, Some(100_000))).await;
+    assert_eq!(seqs(&events), (103..=602).collect::<Vec<_>>());
+    assert!(more && !gap);
+    let (events, more, _) = ask(&mut bot, &history(None, Some(1), Some(501))).await;
+    assert_eq!(seqs(&events), (2..=501).collect::<Vec<_>>());
+    assert!(more);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn plain_history_is_one_block_of_timestamped_lines_without_renames() {
     let server = TestServer::start().await;
