@@ -502,11 +502,20 @@ impl Hub {
     pub fn deliver_committed(&self, committed: u64) {
         let mut state = self.lock();
         let mut slow = Vec::new();
+        // The newest event delivered by this call so far.
+        let mut delivered = None;
         while let Some(front) = state.pending.front() {
-            if let Pending::Event { seq, .. } = front
-                && *seq > committed
-            {
-                break;
+            match front {
+                Pending::Event { seq, .. } if *seq > committed => break,
+                Pending::Event { seq, .. } => delivered = Some(*seq),
+                // A line for one member (a welcome, an answer) may reach it, and be answered,
+                // before this pass ends, on another worker: history must already cover the
+                // events queued to everyone ahead of it.
+                Pending::To { .. } => {
+                    if let (Some(seq), Some(log)) = (delivered, self.log.get()) {
+                        log.delivered_up_to(seq);
+                    }
+                }
             }
             let Some(item) = state.pending.pop_front() else {
                 break;
