@@ -128,6 +128,15 @@ impl Scrollback {
         }
     }
 
+    /// Keeps every line but as a plain one, no longer a room event: for when the server's
+    /// log started over and its seqs name other events.
+    pub fn forget_room_seqs(&mut self) {
+        for entry in &mut self.entries {
+            entry.room_seq = None;
+        }
+        self.room_seqs.clear();
+    }
+
     /// Adds a line at the end (a live line), dropping the oldest past the cap.
     pub fn push(&mut self, entry: Entry) -> Placed {
         if let Some(seq) = entry.room_seq

@@ -74,6 +74,13 @@ impl App {
 
     /// A welcome (JSON mode): what to ask for this connection.
     pub(super) fn ask_history_on_welcome(&mut self, welcome_seq: u64) {
+        if self
+            .room_history
+            .last_seen
+            .is_some_and(|seen| seen > welcome_seq)
+        {
+            self.log_went_back();
+        }
         let history = &mut self.room_history;
         history.in_flight = None;
         history.welcome_seq = welcome_seq;
@@ -83,6 +90,27 @@ impl App {
             Some(_) => {}
             None => history.initial_due = welcome_seq > 0,
         }
+    }
+
+    /// The server's newest seq is older than one this client saw: its log is not the one
+    /// those seqs came from (it restarted with its log in memory, or from a backup), and
+    /// its new events reuse them. The lines held stay, as plain lines, and the room is
+    /// followed from the new log as on a first connect; older pages are not fetched, since
+    /// they would go above lines of the old log.
+    fn log_went_back(&mut self) {
+        self.scrollback.forget_room_seqs();
+        self.room_history = History {
+            older_exhausted: true,
+            ..History::default()
+        };
+        let notice = Entry::line(
+            self.clock,
+            EntryKind::Notice,
+            "the server's history was reset (a restart without its log, or from a backup): \
+             lines above this may not be in it",
+        );
+        let placed = self.scrollback.push(notice);
+        self.placed(placed);
     }
 
     /// The connection was lost: an unanswered request will never be answered.

@@ -1518,6 +1518,29 @@ fn after_a_reconnect_exactly_the_missed_events_are_fetched_page_by_page_and_put_
 }
 
 #[test]
+fn a_server_whose_log_started_over_is_followed_from_its_new_seqs() {
+    // Ten lines seen; the server came back with a log that has three events.
+    let (mut app, effects) = reconnected_at(3);
+    assert_eq!(asked(&effects), vec![ask(None, None, HISTORY_ON_CONNECT)]);
+    assert!(
+        texts(&app)
+            .iter()
+            .any(|t| t.starts_with("the server's history was reset")),
+        "said plainly"
+    );
+    app.update(history(1..=3, false, false));
+    app.update(server(said_at(4)));
+    app.update(server(said_at(5)));
+    assert_eq!(
+        room_lines(&app),
+        lines(1..=5),
+        "the new log's events, none taken for the old ones"
+    );
+    assert_eq!(texts(&app)[1..11], lines(1..=10), "the old lines stay");
+    assert_eq!(texts(&app).last().map(String::as_str), Some("line 5"));
+}
+
+#[test]
 fn nothing_missed_means_nothing_asked() {
     let (_, effects) = reconnected_at(10);
     assert!(asked(&effects).is_empty());
