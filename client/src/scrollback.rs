@@ -236,6 +236,13 @@ impl Scrollback {
         }
     }
 
+    /// Puts `entry` so that it gets the sequence number `number`, the entries from there on
+    /// moving up (at the front when that number was dropped, at the end when past it).
+    pub fn insert_at_number(&mut self, number: u64, entry: Entry) -> Placed {
+        let index = usize::try_from(number.saturating_sub(self.first_seq)).unwrap_or(usize::MAX);
+        self.insert_at(index, entry)
+    }
+
     fn insert_at(&mut self, index: usize, entry: Entry) -> Placed {
         if index >= self.entries.len() {
             return self.push(entry);

@@ -49,6 +49,10 @@ pub struct History {
     pub welcome_seq: u64,
     /// The last page is due (on connect, when nothing was seen before).
     pub initial_due: bool,
+    /// Where that page goes: the scrollback number that came next at the welcome, so the
+    /// page stands above everything this connection has shown since (the rename notice,
+    /// live lines), below the line saying it connected.
+    pub initial_at: u64,
     /// Fetch events after this seq (missed while disconnected).
     pub resume_after: Option<u64>,
     /// Events after this seq were dropped from the bottom to make room for older pages.
@@ -81,9 +85,11 @@ impl App {
         {
             self.log_went_back();
         }
+        let next = self.scrollback.first_seq() + self.scrollback.len() as u64;
         let history = &mut self.room_history;
         history.in_flight = None;
         history.welcome_seq = welcome_seq;
+        history.initial_at = next;
         history.want_older = false;
         match history.last_seen {
             Some(seen) if seen < welcome_seq => history.resume_after = Some(seen),
@@ -199,22 +205,36 @@ impl App {
         match ask {
             Ask::Initial => {
                 self.room_history.older_exhausted = !more;
-                // Where live begins: after the newest line this page added (an event that
-                // also came live is live).
-                let mut newest_placed = None;
-                for entry in entries {
-                    let seq = entry.room_seq;
-                    if self.place(entry) {
-                        newest_placed = newest_placed.max(seq);
+                // What was said before the welcome, above what this connection showed
+                // since, in seq order (everything since came live, before the welcome's
+                // own lines did). Later events in the page came live too, or were never
+                // for this client (its own rename, answered with a notice of its own).
+                let welcome_seq = self.room_history.welcome_seq;
+                let mut at = self.room_history.initial_at;
+                let mut placed_any = false;
+                for mut entry in entries {
+                    let Some(seq) = entry.room_seq.filter(|&seq| seq <= welcome_seq) else {
+                        continue;
+                    };
+                    if self.scrollback.holds_room_seq(seq) {
+                        continue;
                     }
+                    super::text::truncate_with_ellipsis(
+                        &mut entry.text,
+                        super::MAX_ENTRY_TEXT_BYTES,
+                    );
+                    let placed = self.scrollback.insert_at_number(at, entry);
+                    at = self.next_after(placed, at);
+                    self.placed(placed);
+                    placed_any = true;
                 }
-                if let Some(newest) = newest_placed {
+                if placed_any {
                     let separator = Entry::line(
                         self.clock,
                         EntryKind::Separator,
                         "earlier messages above · live below",
                     );
-                    let placed = self.scrollback.insert_after_room_seq(newest, separator);
+                    let placed = self.scrollback.insert_at_number(at, separator);
                     self.placed(placed);
                 }
             }
@@ -264,6 +284,15 @@ impl App {
                 }
                 self.dirty = true;
             }
+        }
+    }
+
+    /// The scrollback number after an entry placed as `placed`, tried at `at`.
+    fn next_after(&self, placed: Placed, at: u64) -> u64 {
+        match placed {
+            Placed::Inserted(number) => number + 1,
+            Placed::Appended => self.scrollback.first_seq() + self.scrollback.len() as u64,
+            Placed::Duplicate => at,
         }
     }
 

@@ -1449,6 +1449,38 @@ fn on_connect_the_last_page_shows_dimmed_above_the_live_lines() {
 }
 
 #[test]
+fn the_page_on_connect_stands_above_what_this_connection_showed_since() {
+    let mut app = App::new(Settings {
+        name: Some("carol".into()),
+        ..Settings::default()
+    });
+    app.update(Msg::Net(NetEvent::Connected { plain: false }));
+    app.update(welcome_at(40));
+    app.update(server(ServerEvent::Renamed {
+        name: "carol".into(),
+    }));
+    app.update(server(said_at(41)));
+    // 42 stands for this client's own rename: after the welcome, and never sent to it live.
+    app.update(server(ServerEvent::History {
+        events: [38, 39, 40, 41, 42].into_iter().map(said_at).collect(),
+        more: true,
+        gap: false,
+    }));
+    assert_eq!(
+        texts(&app),
+        [
+            "connected to 127.0.0.1:8000",
+            "line 38",
+            "line 39",
+            "line 40",
+            "earlier messages above · live below",
+            "you are now known as carol",
+            "line 41",
+        ]
+    );
+}
+
+#[test]
 fn an_empty_room_asks_for_nothing_and_plain_mode_never_asks() {
     let mut app = App::new(Settings::default());
     app.update(Msg::Net(NetEvent::Connected { plain: false }));
