@@ -270,6 +270,11 @@ impl Scrollback {
         self.first_seq
     }
 
+    /// The sequence number the next entry pushed at the end gets.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64
+    }
+
     /// Sequence number of the newest entry (meaningless when empty).
     pub fn last_seq(&self) -> u64 {
         self.first_seq + self.entries.len().saturating_sub(1) as u64

@@ -85,7 +85,7 @@ impl App {
         {
             self.log_went_back();
         }
-        let next = self.scrollback.first_seq() + self.scrollback.len() as u64;
+        let next = self.scrollback.next_seq();
         let history = &mut self.room_history;
         history.in_flight = None;
         history.welcome_seq = welcome_seq;
@@ -291,7 +291,7 @@ impl App {
     fn next_after(&self, placed: Placed, at: u64) -> u64 {
         match placed {
             Placed::Inserted(number) => number + 1,
-            Placed::Appended => self.scrollback.first_seq() + self.scrollback.len() as u64,
+            Placed::Appended => self.scrollback.next_seq(),
             Placed::Duplicate => at,
         }
     }
