@@ -218,15 +218,6 @@ impl Scrollback {
         }
     }
 
-    /// Puts a line of this client's own just after the room event `seq` (at the end when it
-    /// is not held).
-    pub fn insert_after_room_seq(&mut self, seq: u64, entry: Entry) -> Placed {
-        match self.entries.iter().rposition(|e| e.room_seq == Some(seq)) {
-            Some(index) => self.insert_at(index + 1, entry),
-            None => self.push(entry),
-        }
-    }
-
     /// Puts a line of this client's own just before the room event `seq` (at the end when
     /// it is not held).
     pub fn insert_before_room_seq(&mut self, seq: u64, entry: Entry) -> Placed {
